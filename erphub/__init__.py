@@ -1,0 +1,1 @@
+"""erphub: ERP integration and middleware hub for inventory."""
