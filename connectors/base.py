@@ -1,0 +1,167 @@
+"""The connector contract (DESIGN.md §4).
+
+A connector wires a vendor client (wire protocol only) to pure mapping functions and exposes
+the same small surface for every vendor: ``check``, ``read``, ``read_balances``, ``push``,
+``find`` and ``capabilities``. The engine, the comparison layer and the conformance suite
+speak only this contract.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from canonical import Movement, StockBalance
+
+T = TypeVar("T")
+
+
+class Entity(StrEnum):
+    """What ``read`` can be asked for."""
+
+    ITEMS = "items"
+    WAREHOUSES = "warehouses"
+    LOCATIONS = "locations"
+    PARTNERS = "partners"
+    MOVEMENTS = "movements"
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """A source record that could not be mapped; the page goes on without it."""
+
+    entity: str
+    record_key: str
+    message: str
+    field: str | None = None
+    raw: Any = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of canonical records.
+
+    ``resume`` is an opaque token that continues the read right after this page (``None`` on
+    the last page); ``max_modified`` is the highest source modification time seen on the page,
+    which the engine turns into the next watermark once the whole run succeeds.
+    """
+
+    records: tuple[T, ...]
+    resume: str | None = None
+    max_modified: datetime | None = None
+    errors: tuple[RecordError, ...] = ()
+
+    @property
+    def last(self) -> bool:
+        return self.resume is None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the vendor created for an idempotency key."""
+
+    key: str
+    document_id: str
+    document_number: str | None = None
+    created: bool = True  # False when push() found the document already there
+    status: str | None = None  # vendor life-cycle status, e.g. Kingdee "C" (audited)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str
+    server_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a connector supports, for the engine's planning and the trial report."""
+
+    entities: frozenset[Entity]
+    movement_kinds: frozenset[str]
+    incremental: frozenset[Entity] = frozenset()
+    balances: bool = True
+    max_page_size: int = 1000
+    max_batch: int = 1  # movements per push_many call; 1 = no bulk endpoint
+    rate_limit_per_second: float | None = None
+    posting_calls: int = 1  # API calls to post one document (Kingdee Save+Submit+Audit = 3)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class ConnectionSettings(BaseModel):
+    """Settings every connection has; each connector extends this with its vendor's own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    platform: str
+    url: str = Field(description="Base URL of the vendor API")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a TCP connection")
+    read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for an answer")
+    page_size: int = Field(500, ge=1, description="Records per read request")
+    rate_limit_per_second: float | None = Field(None, gt=0, description="Keep below the vendor's limit")
+    verify_tls: bool | str = Field(True, description="True, False is refused, or a CA bundle path")
+
+
+class Connector(abc.ABC):
+    """The contract. Subclasses set ``platform`` and ``Settings`` and implement the methods."""
+
+    platform: ClassVar[str]
+    Settings: ClassVar[type[ConnectionSettings]] = ConnectionSettings
+
+    def __init__(self, settings: ConnectionSettings, *, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or settings.platform
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abc.abstractmethod
+    def check(self) -> CheckResult:
+        """Authenticate and make one cheap read. Bad credentials raise AuthError."""
+
+    @abc.abstractmethod
+    def read(self, entity: Entity, *, since: datetime | None = None, resume: str | None = None,
+             page_size: int | None = None) -> Iterator[Page[Any]]:
+        """Pages of canonical records changed at or after ``since`` (all when None)."""
+
+    @abc.abstractmethod
+    def read_balances(self, *, warehouse: str | None = None, resume: str | None = None,
+                      page_size: int | None = None) -> Iterator[Page[StockBalance]]:
+        """Pages of current stock balances."""
+
+    @abc.abstractmethod
+    def push(self, movement: Movement, key: str) -> Receipt:
+        """Create (and post) the vendor document for ``movement``. Idempotent on ``key``."""
+
+    @abc.abstractmethod
+    def find(self, key: str) -> Receipt | None:
+        """The vendor document already created for ``key``, or None."""
+
+    def push_many(self, batch: Sequence[tuple[Movement, str]]) -> list[Receipt | ConnectorError]:
+        """Push several movements; one result per input, in order. Bulk endpoints override this."""
+        results: list[Receipt | ConnectorError] = []
+        for movement, key in batch:
+            try:
+                results.append(self.push(movement, key))
+            except ConnectorError as exc:
+                results.append(exc)
+        return results
+
+    def close(self) -> None:
+        """Release sessions and sockets."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
