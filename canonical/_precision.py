@@ -27,6 +27,6 @@ def precision_issue(loc: Loc, value: Decimal | None, unit_code: str, context: An
     return (
         loc,
         "quantity_too_precise",
-        f"has {places} decimal places but unit {unit.code!r} allows {allowed}",
+        f"has {places} decimal place{'' if places == 1 else 's'} but unit {unit.code!r} allows {allowed}",
         value,
     )

@@ -130,6 +130,7 @@ class Location(CanonicalModel):
     code: Code
     name: Text = None
     active: bool = True
+    modified_at: Timestamp | None = None
 
     _key_fields: ClassVar[tuple[str, ...]] = ("warehouse", "code")
     _label_fields: ClassVar[tuple[str, ...]] = ("code", "warehouse")

@@ -133,6 +133,9 @@ class Movement(CanonicalModel):
     source_system: Text = None
     source_document: Text = None
     memo: Text = None
+    # When the source system last changed the document (for incremental reads);
+    # volatile, so not part of the content hash.
+    modified_at: Timestamp | None = None
 
     _key_fields: ClassVar[tuple[str, ...]] = ("reference",)
 
