@@ -1,72 +1,141 @@
 """Keep secrets out of logs, exception text and reports.
 
 Two nets: every secret value the configuration resolves is registered here and replaced
-wherever it appears, and well-known secret-bearing keys (password, token, cookies, signatures)
-are masked by pattern even when their value was never registered.
+wherever it appears (also in its URL-encoded and JSON-escaped forms), and well-known
+secret-bearing keys (password, token, cookies, signatures) are masked by pattern even when
+their value was never registered.
+
+The guarantee tested in ``tests/connectors/test_redaction.py``: once ``register_secret(s)``
+has been called, ``redact_text(t)`` never returns text containing ``s``, whatever surrounds it.
 """
 from __future__ import annotations
 
+import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 
 # Keys whose values are secrets in any vendor's wire format (RELIABILITY.md §4.1).
 SECRET_KEYS = (
     "password", "passwd", "pwd", "app_secret", "appsecret", "appsec", "app_sec", "secret", "client_secret",
-    "token", "access_token", "refresh_token", "api_key", "apikey", "authorization", "cookie", "set-cookie",
-    "b1session", "routeid", "kdservice-sessionid", "asp.net_sessionid", "kdsvcsessionid", "sessionid",
-    "sign", "signature", "x-kdapi-signature", "x-api-signature",
+    "token", "access_token", "refresh_token", "api_key", "apikey", "authorization", "proxy-authorization",
+    "cookie", "set-cookie", "b1session", "routeid", "kdservice-sessionid", "asp.net_sessionid", "kdsvcsessionid",
+    "sessionid", "session_id", "sign", "signature", "x-kdapi-signature", "x-api-signature", "x-kd-signature",
 )
+# Any key containing one of these (after lower-casing) is a secret too: UserPassword, accessToken,
+# X-Api-Signature, client_secret... Over-masking a harmless "token_type" is the cheap side of the trade.
+SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "signature", "sessionid", "session_id", "apikey",
+                    "api_key", "api-key")
 _SECRET_KEY_SET = frozenset(SECRET_KEYS)
+
 _KEY_ALT = "|".join(re.escape(k) for k in sorted(SECRET_KEYS, key=len, reverse=True))
-# "key": "value" (JSON), key=value (query strings, form bodies, cookies), key: value (headers)
-_JSON_PAIR = re.compile(rf'("(?:{_KEY_ALT})"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
-_KV_PAIR = re.compile(rf'(?<![\w.-])((?:{_KEY_ALT})\s*[=:]\s*)(?!\*\*\*)([^\s&;,"\']+)', re.IGNORECASE)
-_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_PART_ALT = "|".join(re.escape(k) for k in SECRET_KEY_PARTS)
+# A secret key: one of the exact keys, or a word containing a secret part.
+_KEY = rf"(?:[\w.-]*?(?:{_PART_ALT})[\w.-]*|{_KEY_ALT})"
+
+# "key": "value" (JSON), 'key': 'value' (Python repr of a dict), "key": 123 (JSON scalar)
+_JSON_PAIR = re.compile(rf'("{_KEY}"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
+_REPR_PAIR = re.compile(rf"('{_KEY}'\s*:\s*)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", re.IGNORECASE)
+_JSON_SCALAR = re.compile(rf'(["\']{_KEY}["\']\s*:\s*)(?:-?\d[\d.eE+-]*|true|false)\b', re.IGNORECASE)
+# key=value (query strings, form bodies, cookies), key: value (headers)
+_KV_PAIR = re.compile(rf'(?<![\w.-])({_KEY}\s*[=:]\s*)(?!\*\*\*)([^\s&;,"\']+)', re.IGNORECASE)
+_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+(?!\*\*\*)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# user:password@ in a URL
+_USERINFO = re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@")
+
+_MIN_LEN = 4  # masking tiny strings would garble ordinary text
 
 _lock = threading.Lock()
-_values: set[str] = set()
+_values: dict[str, frozenset[str]] = {}  # registered value -> the forms it is masked in
 _values_pattern: re.Pattern[str] | None = None
 
 
-def register_secret(value: str | None) -> None:
-    """Remember a secret value so it is masked wherever it shows up later."""
+def _forms(value: str) -> frozenset[str]:
+    """The value as it may appear on the wire: plain, URL-encoded, JSON-escaped."""
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value, safe="/"),
+             json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    return frozenset(f for f in forms if len(f) >= _MIN_LEN)
+
+
+def _rebuild() -> None:
     global _values_pattern
-    if not value or len(value) < 4:  # masking tiny strings would garble ordinary text
+    forms = {f for fs in _values.values() for f in fs}
+    ordered = sorted(forms, key=len, reverse=True)
+    _values_pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so it is masked wherever it shows up later.
+
+    Values shorter than four characters (ignoring surrounding blanks) are ignored: masking them
+    would garble ordinary text.
+    """
+    if not value or not isinstance(value, str) or len(value.strip()) < _MIN_LEN:
         return
     with _lock:
         if value in _values:
             return
-        _values.add(value)
-        ordered = sorted(_values, key=len, reverse=True)
-        _values_pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        _values[value] = _forms(value)
+        _rebuild()
+
+
+def unregister_secret(value: str | None) -> None:
+    """Forget a registered value (a session token after logout; test isolation)."""
+    if not value:
+        return
+    with _lock:
+        if _values.pop(value, None) is not None:
+            _rebuild()
+
+
+def _mask_values(text: str) -> str:
+    pattern = _values_pattern
+    if pattern is None:
+        return text
+    # Repeat until none is left: a secret containing the mask ("a***") can re-form after one
+    # pass. Each pass shortens the text (secrets are longer than MASK), so this terminates.
+    while True:
+        masked = pattern.sub(MASK, text)
+        if masked == text:
+            return text
+        text = masked
 
 
 def redact_text(text: str) -> str:
     """Mask registered secret values and secret-looking key/value pairs in free text."""
     if not text:
         return text
-    pattern = _values_pattern
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
+    if not isinstance(text, str):
+        text = str(text)
+    text = _mask_values(text)
+    text = _USERINFO.sub(f"{MASK}@", text)
     text = _BEARER.sub(rf"\1 {MASK}", text)
     text = _JSON_PAIR.sub(rf'\1"{MASK}"', text)
-    return _KV_PAIR.sub(rf"\1{MASK}", text)
+    text = _REPR_PAIR.sub(rf"\1'{MASK}'", text)
+    text = _JSON_SCALAR.sub(rf'\1"{MASK}"', text)
+    text = _KV_PAIR.sub(rf"\1{MASK}", text)
+    # The pattern passes insert masks; make sure none of them re-formed a registered value.
+    return _mask_values(text)
 
 
 def is_secret_key(key: str) -> bool:
-    return key.lower() in _SECRET_KEY_SET
+    """True for a key whose value must never be shown (password, B1SESSION, X-Api-Signature...)."""
+    lowered = key.lower()
+    return lowered in _SECRET_KEY_SET or any(part in lowered for part in SECRET_KEY_PARTS)
 
 
 def redact_data(value: Any) -> Any:
     """A copy of a JSON-like structure with secret keys masked and secret values scrubbed."""
     if isinstance(value, Mapping):
         return {k: (MASK if isinstance(k, str) and is_secret_key(k) else redact_data(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, Set)):
         return [redact_data(v) for v in value]
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, (bytes, bytearray)):
+        return redact_text(bytes(value).decode("utf-8", errors="replace"))
     return value
