@@ -185,7 +185,7 @@ def _message(error: Mapping[str, Any], model: type[BaseModel] | None) -> str:
     for lead in ("Value error, ", "Assertion failed, "):
         if msg.startswith(lead):
             msg = msg[len(lead):]
-    if msg.startswith("Input should be"):
+    if msg.startswith(("Input should be '", "Input should be a valid ")):  # literals, enums, types
         msg = "expected" + msg[len("Input should be"):]
     elif msg.startswith("Input "):
         msg = msg[len("Input "):]
