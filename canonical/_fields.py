@@ -83,11 +83,6 @@ def to_decimal(value: object) -> Decimal:
         raise TypeError(f"must be a number (got {type(value).__name__})")
     if not result.is_finite():
         raise ValueError(f"must be a finite number (got {value!s})")
-    if not result.is_zero():
-        if result.adjusted() > _MAX_ADJUSTED_EXPONENT:
-            raise ValueError("is too large (must be below 1e18)")
-        if decimal_places(result) > _MAX_DECIMAL_PLACES:
-            raise ValueError(f"has more than {_MAX_DECIMAL_PLACES} decimal places")
     return result
 
 
@@ -100,9 +95,19 @@ def decimal_places(value: Decimal) -> int:
 
 def _decimal_field(value: object) -> Decimal:
     try:
-        return to_decimal(value)
+        result = to_decimal(value)
     except (TypeError, ValueError) as exc:
         raise PydanticCustomError("decimal_invalid", str(exc)) from None
+    # Bounds apply to stored values only; arithmetic helpers (to_base,
+    # quantize) take any finite Decimal, including 50-digit quotients.
+    if not result.is_zero():
+        if result.adjusted() > _MAX_ADJUSTED_EXPONENT:
+            raise PydanticCustomError("decimal_too_large", "is too large (must be below 1e18)")
+        if decimal_places(result) > _MAX_DECIMAL_PLACES:
+            raise PydanticCustomError(
+                "decimal_too_precise", f"has more than {_MAX_DECIMAL_PLACES} decimal places"
+            )
+    return result
 
 
 def _non_negative(value: Decimal) -> Decimal:
