@@ -11,7 +11,7 @@ import math
 import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import datetime, tzinfo
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,9 +26,6 @@ CODE_MAX_LENGTH = 64
 # allocate megabytes of digits.
 _MAX_ADJUSTED_EXPONENT = 17  # |value| < 1e18
 _MAX_DECIMAL_PLACES = 20
-
-# Enough digits for any value allowed above, so normalize() never rounds.
-_WIDE = Context(prec=80)
 
 
 # --------------------------------------------------------------------- errors
@@ -76,6 +73,9 @@ def to_decimal(value: object) -> Decimal:
         result = Decimal(str(value))
     elif isinstance(value, str):
         try:
+            # Decimal() accepts "1_000"; in vendor data that is garbage, not a thousand.
+            if "_" in value:
+                raise InvalidOperation
             result = Decimal(value.strip())
         except InvalidOperation:
             raise ValueError(f"must be a number (got {value!r})") from None
@@ -90,7 +90,11 @@ def decimal_places(value: Decimal) -> int:
     """Decimal places that carry information: 1.500 has 1, 2.000 and 2E+1 have 0."""
     if value.is_zero():
         return 0
-    return max(0, -value.normalize(_WIDE).as_tuple().exponent)  # type: ignore[operator]
+    # Count from the digits rather than normalize(), which would round a value
+    # longer than the context precision.
+    _, digits, exponent = value.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))  # type: ignore[operator]
 
 
 def _decimal_field(value: object) -> Decimal:

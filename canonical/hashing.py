@@ -27,15 +27,13 @@ from pydantic import BaseModel
 
 __all__ = ["canonical_data", "canonical_json", "content_hash", "decimal_text"]
 
-_WIDE = Context(prec=80)
-
 
 def decimal_text(value: Decimal) -> str:
     """Shortest plain form: 1.0 and 1.00 → "1", 1E+2 → "100", -0 → "0"."""
     if value.is_zero():
         return "0"
-    # normalize() rounds to the context precision, hence the wide context.
-    return format(value.normalize(_WIDE), "f")
+    # normalize() rounds to the context precision, so give it every digit.
+    return format(value.normalize(Context(prec=max(28, len(value.as_tuple().digits)))), "f")
 
 
 def canonical_data(value: Any) -> Any:

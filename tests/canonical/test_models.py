@@ -17,7 +17,6 @@ from canonical import (
     Location,
     Movement,
     MovementKind,
-    MovementLine,
     Partner,
     PartnerRole,
     StockBalance,

@@ -88,7 +88,7 @@ def test_json_text_numbers_are_read_exactly():
     assert balance.on_hand == Decimal("0.1")
 
 
-@pytest.mark.parametrize("bad", ["ten", True, [1]])
+@pytest.mark.parametrize("bad", ["ten", "1_000", "1,000", True, [1]])
 def test_non_numbers_are_rejected(bad):
     err = problems_of(Movement, movement(lines=[line(quantity=bad)]))
     assert [p.field for p in err.problems] == ["lines[0].quantity"]
