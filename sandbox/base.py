@@ -75,7 +75,10 @@ class Simulator:
     # --- hooks for vendor simulators ------------------------------------------------------
 
     def routes(self) -> Iterable[Rule]:
-        """werkzeug ``Rule``s; each ``endpoint`` names a method ``(request, **values) -> Response``."""
+        """werkzeug ``Rule``s; each ``endpoint`` names a method ``(request, **values) -> Response``.
+
+        Called once, from ``Simulator.__init__``: build state the routes need before ``super().__init__()``.
+        """
         return ()
 
     def describe(self, request: Request, endpoint: str, values: Mapping[str, Any]) -> RequestInfo:

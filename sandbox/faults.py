@@ -228,7 +228,8 @@ class FaultPlan:
     }
 
     def __post_init__(self) -> None:
-        _check_int("seed", self.seed, low=-(2**63))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed: must be an integer, got {self.seed!r}")
         for name, rule_type in self.RULES.items():
             rules = tuple(getattr(self, name))
             for index, rule in enumerate(rules):
