@@ -63,6 +63,7 @@ USER_AGENT = "erphub/0.1"
 POOL_MAXSIZE = 8  # connections kept per host: enough for a few worker threads sharing one client
 EXCERPT_CHARS = 200
 BODY_LOG_CHARS = 4000
+_MARGIN = 1000  # redact this much past what is shown: no secret is cut in half before it is masked
 
 _ABSOLUTE = re.compile(r"^https?://", re.IGNORECASE)
 
@@ -350,7 +351,7 @@ class HttpClient:
                       _display(url), resp.status, elapsed * 1000, sent, len(content))
         if body_log.isEnabledFor(logging.DEBUG):
             body_log.debug("[%s] #%d %s answer %d: %s", self.name, seq, resp.where, resp.status,
-                           _clip(redact_text(resp.text)))
+                           _clip(redact_text(resp.text[:BODY_LOG_CHARS + _MARGIN]), len(resp.text)))
         error = status_error(resp, idempotent=idempotent)
         if error is not None:
             log.info("[%s] #%d %s %s -> %d in %.0f ms: %s", self.name, seq, method, _display(url), resp.status,
@@ -503,7 +504,7 @@ def raise_for_generic_status(resp: HttpResponse) -> HttpResponse:
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     """A short, single-line, redacted start of ``text`` for error messages."""
-    flat = " ".join(redact_text(text[: limit * 4]).split())
+    flat = " ".join(redact_text(text[: limit * 4 + _MARGIN]).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -578,8 +579,11 @@ def _body_size(body: Any) -> int:
     return 0  # streamed/file bodies: not counted
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= BODY_LOG_CHARS else f"{text[:BODY_LOG_CHARS]}… ({len(text)} chars)"
+def _clip(text: str, total: int | None = None) -> str:
+    """The first BODY_LOG_CHARS of already-redacted text. Callers redact a little more than they
+    show (_MARGIN), so a secret cut at the edge was still whole, and masked, when redacted."""
+    total = len(text) if total is None else total
+    return text if len(text) <= BODY_LOG_CHARS and total <= len(text) else f"{text[:BODY_LOG_CHARS]}… ({total} chars)"
 
 
 def _body_for_log(body: Any) -> str:
@@ -596,7 +600,7 @@ def _body_for_log(body: Any) -> str:
             pairs = parse_qsl(body, keep_blank_values=True)
             if pairs:
                 return _clip("&".join(f"{k}={MASK if is_secret_key(k) else redact_text(v)}" for k, v in pairs))
-        return _clip(redact_text(body))
+        return _clip(redact_text(body[:BODY_LOG_CHARS + _MARGIN]), len(body))
     return _clip(redact_text(jsonlib.dumps(redact_data(parsed), ensure_ascii=False)))
 
 

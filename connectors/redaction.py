@@ -34,8 +34,9 @@ _SECRET_KEY_SET = frozenset(SECRET_KEYS)
 
 _KEY_ALT = "|".join(re.escape(k) for k in sorted(SECRET_KEYS, key=len, reverse=True))
 _PART_ALT = "|".join(re.escape(k) for k in SECRET_KEY_PARTS)
-# A secret key: one of the exact keys, or a word containing a secret part.
-_KEY = rf"(?:[\w.-]*?(?:{_PART_ALT})[\w.-]*|{_KEY_ALT})"
+# A secret key: a word containing a secret part, or one of the exact keys. The lookahead finds the
+# part, then the word is taken whole without backtracking, so long words stay linear.
+_KEY = rf"(?:(?=[\w.-]*?(?:{_PART_ALT}))[\w.-]++|{_KEY_ALT})"
 
 # "key": "value" (JSON), 'key': 'value' (Python repr of a dict), "key": 123 (JSON scalar)
 _JSON_PAIR = re.compile(rf'("{_KEY}"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)

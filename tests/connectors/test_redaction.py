@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from urllib.parse import quote, quote_plus, urlencode
 
 import pytest
@@ -259,3 +260,11 @@ def test_no_error_message_carries_a_random_registered_secret(value, before, cls)
         assert value not in str(err) and value not in repr(err)
     finally:
         unregister_secret(value)
+
+
+def test_redaction_stays_linear_on_hostile_text():
+    # A vendor page full of "token" must not make the regexes backtrack quadratically
+    started = time.monotonic()
+    for text in ("token" * 40_000, '"' + "token" * 40_000, "'" + "password" * 25_000, "a=" * 100_000):
+        redact_text(text)
+    assert time.monotonic() - started < 5  # ~0.05 s when linear; minutes when quadratic
