@@ -1,0 +1,182 @@
+"""Engines, sessions and the :class:`Store` that owns them (and the schema's migrations).
+
+SQLite (the default, ``sqlite:///erphub.db``) runs in WAL mode with ``synchronous=NORMAL``, a
+busy timeout and foreign keys on. PostgreSQL (``postgresql+psycopg://…``) gets a pre-pinged pool.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.store.types import json_dumps
+
+DEFAULT_URL = "sqlite:///erphub.db"
+#: How long a SQLite connection waits for another writer before ``database is locked``.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
+    """An engine for ``url`` with the store's settings; ``kwargs`` override them."""
+    url = make_url(url)
+    options: dict[str, Any] = {"json_serializer": json_dumps}
+    if url.get_backend_name() == "sqlite":
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    elif url.get_backend_name() == "postgresql":
+        options.update(pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+        options["connect_args"] = {"connect_timeout": 10, "application_name": "erphub"}
+    options.update(kwargs)
+    engine = create_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to ``engine``; objects stay readable after commit (``expire_on_commit=False``)."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def begin_write(session: Session) -> None:
+    """Make the session's transaction a write transaction now.
+
+    On SQLite this takes the database write lock up front (``BEGIN IMMEDIATE``, waiting up to
+    the busy timeout), so a read-then-write unit of work such as claiming outbox rows sees the
+    latest data and cannot fail half-way with ``database is locked``. If the transaction has
+    already written, it already holds the lock and nothing happens. On PostgreSQL nothing
+    happens: row locks do that job there.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    if not dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """The state store: an engine, its sessions, and its schema migrations.
+
+    >>> store = Store.open("sqlite:///erphub.db")
+    >>> store.upgrade()
+    >>> with store.session() as s:
+    ...     s.add(Connection(name="kingdee_prod", platform="kingdee"))
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    @classmethod
+    def open(cls, url: str | URL = DEFAULT_URL, **engine_kwargs: Any) -> Store:
+        return cls(make_engine(url, **engine_kwargs))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back if it raises.
+
+        ``write=True`` starts with :func:`begin_write` (SQLite: ``BEGIN IMMEDIATE``).
+        """
+        session = self._sessions()
+        try:
+            if write:
+                begin_write(session)
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Migrate the schema up to ``revision`` (default: the newest)."""
+        from alembic import command
+
+        self._migrate(lambda config: command.upgrade(config, revision))
+
+    def downgrade(self, revision: str) -> None:
+        """Migrate the schema down to ``revision`` (``"base"`` drops every table)."""
+        from alembic import command
+
+        self._migrate(lambda config: command.downgrade(config, revision))
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at, or None for an empty database."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _migrate(self, run: Any) -> None:
+        """Run an Alembic command in one transaction on one connection.
+
+        SQLite: foreign keys are switched off for the duration (table rebuilds in batch mode
+        would otherwise cascade deletes), the whole migration runs inside ``BEGIN IMMEDIATE``,
+        and ``PRAGMA foreign_key_check`` must come back clean before it commits.
+        PostgreSQL: DDL is transactional; env.py serialises concurrent upgrades with an
+        advisory lock.
+        """
+        config = alembic_config()
+        with self.engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                config.attributes["connection"] = connection
+                run(config)
+                if sqlite:
+                    problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if problems:
+                        raise RuntimeError(f"migration would break foreign keys: {problems[:10]}")
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                if sqlite:
+                    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    connection.commit()
+
+
+def alembic_config(url: str | URL | None = None) -> Any:
+    """An Alembic ``Config`` for the migrations shipped in ``sync/migrations`` (no ini file needed)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", make_url(url).render_as_string(hide_password=False).replace("%", "%%"))
+    return config
