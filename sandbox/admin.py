@@ -8,6 +8,8 @@
 | ``POST /_admin/expire-sessions`` | every session dies now |
 | ``GET /_admin/ledger`` | true balances, quantities as decimal strings; ``?history=1`` adds the postings |
 | ``GET /_admin/calls`` | the call log; filters ``method``, ``path``, ``operation`` (globs), ``status`` |
+| ``POST /_admin/touch`` | ``{"entity": "items", "key": "SKU-1", "at": <epoch seconds or null>}`` → ``sim.touch(...)`` |
+| ``GET /_admin/documents?reference=R`` | numbers of the documents carrying our reference ``R`` |
 | ``POST /_admin/reset`` | forget everything: ledger, faults, calls, sessions, the simulator's own state |
 
 Errors answer ``{"error": "<what is wrong>"}`` with 400 (bad input) or 404/405.
@@ -47,6 +49,8 @@ class AdminApi:
             Rule("/_admin/expire-sessions", endpoint="expire_sessions", methods=["POST"]),
             Rule("/_admin/ledger", endpoint="ledger", methods=["GET"]),
             Rule("/_admin/calls", endpoint="calls", methods=["GET"]),
+            Rule("/_admin/touch", endpoint="touch", methods=["POST"]),
+            Rule("/_admin/documents", endpoint="documents", methods=["GET"]),
             Rule("/_admin/reset", endpoint="reset", methods=["POST"]),
         ])
 
@@ -57,6 +61,8 @@ class AdminApi:
             return handler(request, **values)
         except HTTPException as exc:
             return json_response({"error": exc.description}, status=exc.code or 500)
+        except NotImplementedError as exc:
+            return json_response({"error": str(exc)}, status=501)
         except (ValueError, TypeError, LedgerError) as exc:
             return json_response({"error": str(exc)}, status=400)
 
@@ -98,6 +104,19 @@ class AdminApi:
                 raise BadRequest(f"status must be a number, got {status!r}")
             filters["status"] = int(status)
         return json_response({"calls": [c.to_dict() for c in self.sim.calls.list(**filters)]})
+
+    def touch(self, request: Request) -> Response:
+        data = read_json(request, decimals=False)
+        if not isinstance(data, dict) or not {"entity", "key"} <= set(data):
+            raise BadRequest("touch needs a JSON object with entity and key")
+        self.sim.touch(str(data["entity"]), str(data["key"]), data.get("at"))
+        return json_response({"touched": True})
+
+    def documents(self, request: Request) -> Response:
+        reference = request.args.get("reference")
+        if not reference:
+            raise BadRequest("documents needs ?reference=")
+        return json_response({"documents": self.sim.documents_for(reference)})
 
     def reset(self, request: Request) -> Response:
         self.sim.reset()

@@ -47,6 +47,7 @@ from sandbox.jsonio import json_response
 from sandbox.ledger import Ledger, StockKey
 from sandbox.server import DropConnection, SimulatorServer
 from sandbox.sessions import SessionStore
+from sandbox.world import World
 
 _log = logging.getLogger("sandbox")
 
@@ -104,16 +105,19 @@ class Simulator:
     def seed(self, data: Mapping[str, Any]) -> None:
         """Load seed data (``POST /_admin/seed``). The base understands::
 
-            {"balances": [{"sku": "A", "warehouse": "WH1", "bin": null, "lot": null, "qty": "5"}],
+            {"world": {...a sandbox.world.World as JSON...},
+             "balances": [{"sku": "A", "warehouse": "WH1", "bin": null, "lot": null, "qty": "5"}],
              "allow_negative": false, "warehouse_allow_negative": {"WH2": true}}
 
         Subclasses take their own keys out and pass the rest on to ``super().seed(rest)``;
         anything left unknown is an error.
         """
-        known = {"balances", "allow_negative", "warehouse_allow_negative"}
+        known = {"world", "balances", "allow_negative", "warehouse_allow_negative"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown seed key (known here: {', '.join(sorted(known))})")
+        if "world" in data:
+            self.seed_world(World.from_dict(data["world"]))
         if "allow_negative" in data:
             if not isinstance(data["allow_negative"], bool):
                 raise ValueError(f"allow_negative: must be true or false, got {data['allow_negative']!r}")
@@ -130,6 +134,22 @@ class Simulator:
             except (KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(f"balances[{index}]: needs sku, warehouse and qty ({exc!r})") from None
         self.ledger.seed_balances(balances)
+
+    def seed_world(self, world: World) -> None:
+        """Create the world's items, warehouses (with bins) and partners as this vendor's native
+        records, and post its balances as opening stock. Each vendor simulator implements it."""
+        raise NotImplementedError(f"{self.name} cannot seed a world yet")
+
+    def touch(self, entity: str, key: str, at: float | None = None) -> None:
+        """Modify a master record (``entity`` items, warehouses, partners; ``key`` its code) so that
+        its vendor modification stamp becomes ``at`` (epoch seconds; now when None), as an edit in
+        the vendor's own UI would. Incremental-read tests rely on it."""
+        raise NotImplementedError(f"{self.name} cannot touch records yet")
+
+    def documents_for(self, reference: str) -> list[str]:
+        """Numbers of the live (not deleted or cancelled) documents that carry ``reference`` in the
+        field the connector writes its idempotency key to, in creation order."""
+        raise NotImplementedError(f"{self.name} cannot list documents by reference yet")
 
     def reset(self) -> None:
         """Forget everything (``POST /_admin/reset``); subclasses clear their state, then ``super()``."""
