@@ -278,15 +278,16 @@ class HttpClient:
         return f"{self.base_url}/{path_or_url.lstrip('/')}" if path_or_url else self.base_url
 
     def request(self, method: str, path_or_url: str, *, idempotent: bool, params: Any = None, json: Any = None,
-                data: Any = None, headers: Mapping[str, str] | None = None, read_timeout: float | None = None,
-                allow_redirects: bool = False) -> HttpResponse:
+                data: Any = None, headers: Mapping[str, str] | None = None,
+                read_timeout: float | None = None) -> HttpResponse:
         """Send one request and return the answer, or raise the classified :class:`ConnectorError`.
 
         ``idempotent`` is required: True when sending it twice is harmless (a read, or a write the
         vendor de-duplicates by key); it decides whether a lost answer is ``Transient`` or
         ``Ambiguous``. ``json`` is sent as compact UTF-8 (not ``\\u`` escapes). ``read_timeout``
-        overrides the client's for one slow call. Redirects are not followed unless asked: a
-        3xx comes back to the caller (see :func:`raise_for_generic_status`).
+        overrides the client's for one slow call. Redirects are never followed (a POST must not
+        turn into a GET, nor headers travel elsewhere): a 3xx comes back to the caller (see
+        :func:`raise_for_generic_status`).
         """
         if not isinstance(idempotent, bool):
             raise TypeError("idempotent must be True or False")
@@ -331,7 +332,7 @@ class HttpClient:
         started = time.perf_counter()
         try:
             raw = self._session.send(prepared, timeout=(self.connect_timeout, read_to),
-                                     allow_redirects=allow_redirects, **settings)
+                                     allow_redirects=False, **settings)
             content = raw.content  # read the whole body inside the try: a cut-off body fails here
         except Exception as exc:
             elapsed = time.perf_counter() - started

@@ -13,33 +13,35 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from connectors.redaction import redact_text
 
-_REDACTED = "_erphub_redacted"
-
 
 def redact_record(record: logging.LogRecord) -> logging.LogRecord:
-    """Redact ``record`` in place: message, arguments, exception and stack text. Idempotent."""
-    if getattr(record, _REDACTED, False):
-        return record
-    try:
-        message = record.getMessage()
-    except Exception:  # bad format args: keep what we can, redacted, rather than break the caller
-        message = f"{record.msg!s} {record.args!r}"
-    record.msg = redact_text(message)
-    record.args = None
+    """Redact ``record`` in place: message, arguments, exception and stack text.
+
+    Idempotent (a second pass finds nothing left to mask), so it is safe as both record factory and
+    handler filter. No marker attribute is set: it would show up as an "extra" in structured logs.
+    """
+    if isinstance(record.msg, Mapping) and not record.args:
+        pass  # a structlog event dict: its own processor chain redacts it (erphub.log)
+    else:
+        try:
+            message = record.getMessage()
+        except Exception:  # bad format args: keep what we can, redacted, rather than break the caller
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg = redact_text(message)
+        record.args = None
     if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
+        # Standard formatters print exc_text when it is set. exc_info stays for handlers that render
+        # it themselves (structlog's ProcessorFormatter, which erphub.log redacts after rendering).
         record.exc_text = redact_text(record.exc_text)
-        # Formatters reuse exc_text; dropping exc_info stops one from re-rendering the raw traceback.
-        record.exc_info = None
     if record.stack_info:
         record.stack_info = redact_text(record.stack_info)
-    setattr(record, _REDACTED, True)
     return record
 
 

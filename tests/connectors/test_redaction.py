@@ -268,3 +268,11 @@ def test_redaction_stays_linear_on_hostile_text():
     for text in ("token" * 40_000, '"' + "token" * 40_000, "'" + "password" * 25_000, "a=" * 100_000):
         redact_text(text)
     assert time.monotonic() - started < 5  # ~0.05 s when linear; minutes when quadratic
+
+
+def test_filter_leaves_structlog_event_dicts_to_their_own_chain():
+    # structlog hands stdlib a dict as record.msg; turning it into a string would break its formatter
+    event = {"event": "pushed", "key": "mv-1"}
+    record = logging.LogRecord("sync", logging.INFO, __file__, 1, event, (), None)
+    assert RedactingFilter().filter(record) is True
+    assert record.msg is event
