@@ -213,7 +213,11 @@ class Outbox(Base):
         _one_of("status", OutboxStatus),
         UniqueConstraint("movement_id", "target_connection_id"),
         Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
-        Index("ix_outbox_ordering_key_target_connection_id", "ordering_key", "target_connection_id"),
+        # Serves claim's "is an older row with my ordering key still in flight?" check by seeking
+        # straight to the in-flight statuses, however many sent rows the key has accumulated.
+        Index(
+            "ix_outbox_ordering_key_target_connection_id_status", "ordering_key", "target_connection_id", "status"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

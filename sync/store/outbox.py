@@ -1,13 +1,14 @@
 """Claiming and settling outbox rows: leases with compare-and-set, safe with many workers.
 
-Life of a row (``Outbox.status``)::
+Life of a row (``Outbox.status``):
 
-    pending ──claim──► sending ──mark_sent──► sent
-       ▲                │ │ │
-       │   reschedule ◄─┘ │ └─► mark_failed ──► failed | dead ──requeue──► pending
-       │   (pending or    │
-       │    ambiguous)    └─ lease expires ──sweep_expired_leases──► ambiguous
-       └── release ◄─────────────────────────────────────────────────────┘ (claim again when due)
+- ``pending`` / ``ambiguous`` (due at ``next_attempt_at``) --claim--> ``sending`` (leased)
+- ``sending`` --mark_sent--> ``sent``
+- ``sending`` --reschedule--> ``pending`` (or ``ambiguous``), due again later
+- ``sending`` --mark_failed--> ``failed`` (or ``dead``); ``failed``/``dead`` --requeue--> ``pending``
+- ``sending`` --release--> back to ``pending`` (``ambiguous`` if ``outcome_unknown``), attempt not counted
+- ``sending`` whose lease expired --sweep_expired_leases--> ``ambiguous``
+  (``claim`` also takes an expired ``sending`` row directly)
 
 Rules every helper keeps:
 - ``claim`` takes rows that are due (``pending`` or ``ambiguous`` with ``next_attempt_at <= now``,
@@ -142,7 +143,8 @@ def mark_sent(
     receipt_document_id: str | None = None,
     receipt_document_number: str | None = None,
 ) -> bool:
-    """Record the vendor's receipt; True if ``worker_id`` still held the lease."""
+    """Record the vendor's receipt; True if ``worker_id`` still held the lease (an expired lease
+    still counts until a sweep or another worker's claim takes it away)."""
     return _settle(
         session,
         outbox_id,

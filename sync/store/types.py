@@ -143,8 +143,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return datetime
 
 
-#: Payload column: JSONB on PostgreSQL, JSON text elsewhere.
-Payload = JSON().with_variant(JSONB(), "postgresql")
+#: Payload column: JSONB on PostgreSQL, JSON text elsewhere. ``None`` is SQL NULL, not JSON ``null``.
+Payload = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def _json_default(value: Any) -> Any:

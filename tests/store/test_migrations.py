@@ -80,6 +80,6 @@ def test_constraint_names_follow_the_naming_convention(store: Store):
     assert unique == {"uq_id_map_connection_id_entity_canonical_id", "uq_id_map_connection_id_entity_external_id"}
     assert {i["name"] for i in inspector.get_indexes("outbox")} >= {
         "ix_outbox_status_next_attempt_at",
-        "ix_outbox_ordering_key_target_connection_id",
+        "ix_outbox_ordering_key_target_connection_id_status",
     }
     assert inspector.get_pk_constraint("outbox")["name"] in {"pk_outbox", None}  # SQLite does not keep PK names

@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 
 from sync.store import Outbox, OutboxStatus, Store
 from sync.store.outbox import (
+    LEASE_EXPIRED,
     claim,
     mark_failed,
     mark_sent,
@@ -16,7 +17,6 @@ from sync.store.outbox import (
     requeue,
     reschedule,
     sweep_expired_leases,
-    LEASE_EXPIRED,
 )
 
 from .conftest import NOW, add_outbox_rows

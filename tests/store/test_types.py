@@ -186,3 +186,19 @@ def test_payload_json_keeps_text_and_decimals(store: Store):
     # Then the text is intact and the Decimal is an exact string
     assert movement.payload == {"reference": "采购入库-001", "lines": [{"sku": "A-1", "quantity": "1.250"}]}
     assert movement.document_date == date(2026, 1, 5)
+
+
+def test_a_missing_payload_is_sql_null(store: Store):
+    from sync.store import ErrorQueue
+
+    with store.session() as s:
+        connection = Connection(name="k", platform="kingdee")
+        s.add(connection)
+        s.flush()
+        s.add(
+            ErrorQueue(
+                connection_id=connection.id, entity="item", kind="Rejected", message="x", fingerprint="f", payload=None
+            )
+        )
+    with store.session() as s:
+        assert s.scalar(select(ErrorQueue.id).where(ErrorQueue.payload.is_(None))) is not None

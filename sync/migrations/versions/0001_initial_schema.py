@@ -42,7 +42,7 @@ def QUANTITY() -> sa.types.TypeEngine:
 
 
 def PAYLOAD() -> sa.types.TypeEngine:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 
 def _canonical_columns() -> list[sa.Column]:
@@ -200,7 +200,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_outbox_status_next_attempt_at", "outbox", ["status", "next_attempt_at"])
     op.create_index(
-        "ix_outbox_ordering_key_target_connection_id", "outbox", ["ordering_key", "target_connection_id"]
+        "ix_outbox_ordering_key_target_connection_id_status",
+        "outbox",
+        ["ordering_key", "target_connection_id", "status"],
     )
 
     op.create_table(
