@@ -412,7 +412,7 @@ class HttpClient:
             return note(ConfigError(f"{where}: the server's TLS certificate was rejected; configure verify_tls with "
                                     "the CA bundle that signed it", details=details), "tls")
 
-        pre_send = _nothing_sent(exc, chain)
+        pre_send = _nothing_sent(exc, chain, self.connect_timeout)
         if pre_send is not None:
             return note(Transient(f"{where}: {pre_send}; nothing was sent", details=details), "connect")
 
@@ -637,7 +637,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def _nothing_sent(exc: BaseException, chain: list[BaseException]) -> str | None:
+def _nothing_sent(exc: BaseException, chain: list[BaseException], connect_timeout: float) -> str | None:
     """Why the request never left, or None if it may have been sent."""
     if any(isinstance(e, u3.NameResolutionError) or isinstance(e, socket.gaierror) for e in chain):
         return "DNS lookup failed"
@@ -647,7 +647,7 @@ def _nothing_sent(exc: BaseException, chain: list[BaseException]) -> str | None:
         return "could not reach the proxy"
     if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
             isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError) for e in chain):
-        return "no connection within the connect timeout"
+        return f"no connection within {connect_timeout:g} s"
     if any(isinstance(e, u3.NewConnectionError) for e in chain):
         return "could not connect"
     return None

@@ -298,7 +298,7 @@ def _max_retry(reason: Exception) -> requests.exceptions.ConnectionError:
 
 @pytest.mark.parametrize(("exc", "expected", "words"), [
     (requests.exceptions.ConnectTimeout(u3.MaxRetryError(None, "/x", u3.ConnectTimeoutError(None, "timed out"))),
-     Transient, "connect timeout"),
+     Transient, "no connection within 2 s; nothing was sent"),
     (_max_retry(u3.NameResolutionError("k3.example.test", None, socket.gaierror(-2, "Name unknown"))),
      Transient, "DNS lookup failed"),
     (requests.exceptions.ProxyError(u3.MaxRetryError(None, "/x", u3.ProxyError("no proxy", OSError("down")))),
@@ -493,6 +493,38 @@ def test_connection_refused_is_transient():
             client.request("POST", "save", idempotent=False, json={})
         assert type(caught.value) is Transient
         assert client.stats.failures == {"connect": 1}
+
+
+def test_connect_timeout_is_transient_and_bounded():
+    # Given a listener whose accept queue is full, so new connection attempts go unanswered
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        probe = socket.socket()
+        probe.settimeout(0.3)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.skip("this kernel completes connections beyond the accept queue; cannot provoke a connect timeout")
+        probe.close()
+        with HttpClient(f"http://127.0.0.1:{port}", connect_timeout=0.5, read_timeout=5) as client:
+            started = time.monotonic()
+            # When a write is sent, Then nothing left: safe to resend
+            with pytest.raises(Transient, match="no connection within 0.5 s; nothing was sent") as caught:
+                client.request("POST", "save", idempotent=False, json={})
+            took = time.monotonic() - started
+        assert type(caught.value) is Transient
+        assert took < 0.5 + 5
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
 
 
 @pytest.mark.parametrize(("path", "words"), [("hangup", "closed the connection|reset"),
