@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from connectors.redaction import redact_text
+from connectors.redaction import redact_data, redact_text
 
 
 class Action(StrEnum):
@@ -33,8 +33,8 @@ class ConnectorError(Exception):
                  details: dict[str, Any] | None = None) -> None:
         self.message = redact_text(message)
         self.vendor_code = vendor_code
-        self.record = record
-        self.details = details or {}
+        self.record = redact_text(record) if record else record
+        self.details = redact_data(details or {})
         super().__init__(self.message)
 
     @property

@@ -21,7 +21,8 @@ refused, DNS, connect timeout, proxy unreachable          Transient         Tran
 TLS certificate rejected                                  ConfigError       ConfigError
 read timeout, reset, closed without answer, cut-off body  Transient         Ambiguous
 429; 503 with Retry-After                                 RateLimited       RateLimited
-500, 503                                                  Transient         Transient
+503 (the server refused the work)                         Transient         Transient
+500 (the server failed mid-way: the write may have landed) Transient         Ambiguous
 502, 504 (a proxy may have forwarded the request)         Transient         Ambiguous
 any other status                                          returned          returned
 ========================================================  ================  ==================
@@ -103,13 +104,21 @@ class HttpResponse:
         """The body decoded as UTF-8 whatever charset the server declared.
 
         Chinese ERPs declare ``gbk`` or ``ISO-8859-1`` (or nothing) and send UTF-8. Bytes that
-        are not valid UTF-8 are decoded with replacement characters and a warning is logged.
-        A leading UTF-8 byte-order mark is dropped.
+        are not valid UTF-8 are decoded as GB18030 when the server declared a GB charset (a
+        superset of GBK and GB2312, so real GBK bodies keep their Chinese text), otherwise with
+        replacement characters and a logged warning. A leading UTF-8 byte-order mark is dropped.
         """
         if self._text is None:
             try:
                 self._text = self.content.decode("utf-8-sig")
             except UnicodeDecodeError as exc:
+                declared = (self.headers.get("Content-Type") or "").lower()
+                if "charset=gb" in declared.replace(" ", ""):
+                    try:
+                        self._text = self.content.decode("gb18030")
+                        return self._text
+                    except UnicodeDecodeError:
+                        pass
                 log.warning("%s answered %d bytes that are not valid UTF-8 (declared content-type %r, first bad "
                             "byte at %d); decoding with replacement characters",
                             self.where, len(self.content), self.headers.get("Content-Type"), exc.start)
@@ -470,9 +479,12 @@ def status_error(resp: HttpResponse, *, idempotent: bool) -> ConnectorError | No
         return RateLimited(f"{resp.where}: {status} {resp.reason}{wait}{said}", retry_after=retry_after,
                            details=details)
     if status in (500, 502, 503, 504):
-        if not idempotent and status in (502, 504):
-            return Ambiguous(f"{resp.where}: {status} {resp.reason} from a gateway; the request may have reached "
-                             f"the server and been applied, check before sending it again{said}", details=details)
+        # RELIABILITY §2: a 500 is retried blindly only when the vendor says it is transient. For a
+        # write we cannot know, so the engine checks with find(key) before sending it again.
+        if not idempotent and status in (500, 502, 504):
+            who = "the server failed while handling it" if status == 500 else "a gateway answered"
+            return Ambiguous(f"{resp.where}: {status} {resp.reason}; {who}, so the request may have been applied: "
+                             f"check before sending it again{said}", details=details)
         return Transient(f"{resp.where}: {status} {resp.reason}{said}", details=details)
     return None
 

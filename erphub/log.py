@@ -12,16 +12,17 @@ from typing import Any, Literal
 
 import structlog
 
+from connectors.logging import install_redaction
 from connectors.redaction import redact_data
 
-LogFormat = Literal["console", "json"]
+LogFormat = Literal["text", "json"]
 
 
 def _redact_event(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return redact_data(event_dict)
 
 
-def configure(level: str = "INFO", fmt: LogFormat = "console", stream: Any = None) -> None:
+def configure(level: str = "INFO", fmt: LogFormat = "text", stream: Any = None) -> None:
     """Route structlog and stdlib logging to ``stream`` (stderr) in the chosen format."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -49,6 +50,9 @@ def configure(level: str = "INFO", fmt: LogFormat = "console", stream: Any = Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # A filter on the root logger alone misses records propagating from child loggers; this
+    # redacts every record where it is created, whichever logger made it.
+    install_redaction()
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
