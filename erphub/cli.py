@@ -34,10 +34,10 @@ def main(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="ERPHUB_CONFIG",
                                                    help="Configuration file (default ./erphub.toml).")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = "WARNING",
-    log_format: Annotated[str, typer.Option(help="console (readable) or json.")] = "console",
+    log_format: Annotated[str, typer.Option(help="text (readable) or json.")] = "text",
 ) -> None:
-    if log_format not in ("console", "json"):
-        raise typer.BadParameter("must be 'console' or 'json'", param_hint="--log-format")
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("must be 'text' or 'json'", param_hint="--log-format")
     log.configure(log_level, log_format)  # type: ignore[arg-type]
     state.config_path = config
 
@@ -74,12 +74,18 @@ def check() -> None:
     """Authenticate to every configured connection and make one cheap read."""
     from connectors import registry
     from connectors.errors import ConnectorError
+    from connectors.redaction import redact_text
 
     settings = _load_settings()
     if not settings.connections:
         out.print("no connections configured (see `erphub init`)")
         return
-    table = Table("connection", "platform", "url", "result", "detail", "ms")
+    table = Table("connection", "platform")
+    # fold, never truncate: an operator must see the whole (redacted) error
+    table.add_column("url", overflow="fold")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    table.add_column("ms", justify="right")
     failed = 0
     for name, conn in settings.connections.items():
         started = time.perf_counter()
@@ -90,6 +96,9 @@ def check() -> None:
             failed += 0 if result.ok else 1
         except ConnectorError as exc:
             status, detail = f"FAILED ({exc.kind})", str(exc)
+            failed += 1
+        except Exception as exc:  # a connector bug must not hide the other connections' results
+            status, detail = "FAILED (bug)", redact_text(f"{type(exc).__name__}: {exc}")
             failed += 1
         elapsed = f"{(time.perf_counter() - started) * 1000:.0f}"
         table.add_row(name, conn.platform, conn.url, status, detail, elapsed)
@@ -112,6 +121,43 @@ def schema(
             raise typer.Exit(2)
         schemas = schemas[model]
     sys.stdout.write(json.dumps(schemas, indent=2, ensure_ascii=False) + "\n")
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Simulators to start; all when omitted.")] = None,
+    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
+    base_port: Annotated[int, typer.Option(help="First port (the others follow); 0 = ephemeral ports.")] = 0,
+    seconds: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None,
+) -> None:
+    """Serve the vendor simulators on loopback and print their URLs."""
+    # The CLI is the one production module allowed to import the sandbox (DESIGN.md §2).
+    from sandbox import registry as simulators
+
+    if not host.startswith("127.") and host not in ("localhost", "::1"):
+        err.print(f"refusing to listen on {host}: simulators serve loopback only", markup=False)
+        raise typer.Exit(2)
+    try:
+        served = simulators.serve_all(names or None, host=host, base_port=base_port)
+    except simulators.UnknownSimulator as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    if not served:
+        err.print("no simulators are available yet", markup=False)
+        raise typer.Exit(1)
+    table = Table("simulator", "url", "admin")
+    for entry in served:
+        table.add_row(entry.name, entry.url, f"{entry.url}/_admin/ledger")
+    out.print(table)
+    out.print("serving; press Ctrl-C to stop", highlight=False)
+    try:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        simulators.stop_all(served)
 
 
 if __name__ == "__main__":  # pragma: no cover
