@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.base import ConnectionSettings
+from connectors.base import ConnectionSettings, Connector
 from sandbox.base import Simulator
 
 
@@ -33,9 +33,22 @@ class ConformanceTarget:
     id: str = ""
     # test name (function name in tests/conformance/) -> why this connector cannot run it
     skips: Mapping[str, str] = field(default_factory=dict)
-    # vendor extras a test may need, e.g. {"rejected_vendor_code": "11"}
+    # vendor extras a test may need, e.g. {"rejected_vendor_code": "11"}; the keys the suite
+    # reads are listed in tests/conformance/README.md
     extras: Mapping[str, Any] = field(default_factory=dict)
+    # Builds the connector under test from settings. None (the default): the class registered
+    # for ``platform`` in connectors.registry. Test-only connectors (the suite's reference
+    # connector and its broken variants) pass a factory so they stay out of the registry.
+    connector: Callable[[ConnectionSettings], Connector] | None = None
 
     @property
     def name(self) -> str:
         return self.id or self.platform
+
+    def build(self, settings: ConnectionSettings) -> Connector:
+        """The connector under test for ``settings``."""
+        if self.connector is not None:
+            return self.connector(settings)
+        from connectors import registry
+
+        return registry.get(self.platform)(settings, name=self.name)
