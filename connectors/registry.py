@@ -10,7 +10,7 @@ import importlib
 from connectors.base import Connector
 
 BUILTIN_MODULES: dict[str, str] = {
-    # "kingdee": "connectors.kingdee",
+    "kingdee": "connectors.kingdee",
     # "sap_b1": "connectors.sap_b1",
     # "yonyou": "connectors.yonyou",
     # "jiandaoyun": "connectors.jiandaoyun",
