@@ -5,6 +5,7 @@ that the tests named in ``CAUGHT_BY`` fail.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from connectors.base import Entity, Page, Receipt
 from connectors.errors import RateLimited, Transient
 from tests.reference.client import ReferenceClient
 from tests.reference.connector import ReferenceConnector
-from tests.reference.target import target
+from tests.reference.target import REFERENCE, target
 
 
 class IgnoresKey(ReferenceConnector):
@@ -78,11 +79,19 @@ SWALLOWS_503 = target(Swallows503, "broken-swallows-503")
 SKIPS_A_RECORD = target(SkipsARecord, "broken-skips-a-record")
 EXCLUSIVE_WATERMARK = target(ExclusiveWatermark, "broken-exclusive-watermark")
 
+# Skip declarations: a blank reason fails the test it names, and the guard fails for it and for a
+# name that is no test; a written reason skips.
+BLANK_SKIP = dataclasses.replace(REFERENCE, id="broken-blank-skip",
+                                 skips={"test_check_succeeds": "  ", "test_no_such_test": "a typo"})
+DECLARED_SKIP = dataclasses.replace(REFERENCE, id="declared-skip",
+                                    skips={"test_check_succeeds": "the vendor has no cheap read"})
+
 # target → the conformance tests that must fail for it
 CAUGHT_BY: dict[str, set[str]] = {
     IGNORES_KEY.name: {"test_repeated_key_creates_nothing_new", "test_lost_answer_after_commit_is_ambiguous_then_found"},
     SWALLOWS_503.name: {"test_503_is_transient"},
     SKIPS_A_RECORD.name: {"test_paging_and_resume", "test_balance_paging_and_resume"},
     EXCLUSIVE_WATERMARK.name: {"test_incremental_includes_the_record_at_the_watermark"},
+    BLANK_SKIP.name: {"test_check_succeeds", "test_skips_name_real_tests_and_say_why"},
 }
-TARGETS = [IGNORES_KEY, SWALLOWS_503, SKIPS_A_RECORD, EXCLUSIVE_WATERMARK]
+TARGETS = [IGNORES_KEY, SWALLOWS_503, SKIPS_A_RECORD, EXCLUSIVE_WATERMARK, BLANK_SKIP, DECLARED_SKIP]
