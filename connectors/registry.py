@@ -11,7 +11,7 @@ from connectors.base import Connector
 
 BUILTIN_MODULES: dict[str, str] = {
     "kingdee": "connectors.kingdee",
-    # "sap_b1": "connectors.sap_b1",
+    "sap_b1": "connectors.sap_b1",
     # "yonyou": "connectors.yonyou",
     # "jiandaoyun": "connectors.jiandaoyun",
 }
