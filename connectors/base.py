@@ -71,8 +71,12 @@ class Receipt:
     key: str
     document_id: str
     document_number: str | None = None
-    created: bool = True  # False when push() found the document already there
+    created: bool = True  # False when push() or find() found the document already there
     status: str | None = None  # vendor life-cycle status, e.g. Kingdee "C" (audited)
+    # False when the document exists but its stock is not posted yet (a Kingdee bill saved or
+    # submitted but not audited). The engine then calls push(key) again, which finishes the
+    # life cycle of that same document instead of creating another one.
+    posted: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,12 +131,22 @@ class Connector(abc.ABC):
 
     @abc.abstractmethod
     def check(self) -> CheckResult:
-        """Authenticate and make one cheap read. Bad credentials raise AuthError."""
+        """Authenticate and make one cheap read. Bad credentials raise AuthError, other failures
+        their own error; ``ok=False`` is for a reachable system that reports itself unfit (e.g. a
+        licence about to expire), with the reason in ``detail``."""
 
     @abc.abstractmethod
     def read(self, entity: Entity, *, since: datetime | None = None, resume: str | None = None,
              page_size: int | None = None) -> Iterator[Page[Any]]:
-        """Pages of canonical records changed at or after ``since`` (all when None)."""
+        """Pages of canonical records changed at or after ``since`` (all when None).
+
+        ``since`` is inclusive: a record stamped exactly at the watermark is returned again (the
+        engine de-duplicates by content hash), and a ``since`` in the future yields one empty
+        last page. A resume token is self-contained: it carries the ``since`` and page size of
+        the read it belongs to, so ``read(entity, resume=token)`` continues right after the page
+        that returned it and ignores ``since``. ``page_size`` above ``capabilities.max_page_size``
+        is clamped. An entity outside ``capabilities.entities`` raises ``ConfigError``.
+        """
 
     @abc.abstractmethod
     def read_balances(self, *, warehouse: str | None = None, resume: str | None = None,
@@ -141,11 +155,22 @@ class Connector(abc.ABC):
 
     @abc.abstractmethod
     def push(self, movement: Movement, key: str) -> Receipt:
-        """Create (and post) the vendor document for ``movement``. Idempotent on ``key``."""
+        """Create and post the vendor document for ``movement``. Idempotent on ``key``.
+
+        The key is written to the document (bill number, reference field or user field, as the
+        connection is configured) together with ``movement.reference``, so that ``find`` and
+        incremental reads can both recognise it. A key already used returns that document's
+        receipt (``created=False``) after finishing its posting if an earlier attempt stopped
+        half-way; the engine never reuses a key for different content (keys are fixed per
+        movement and target when the movement enters the outbox). A business refusal raises
+        ``Rejected`` with the vendor's code.
+        """
 
     @abc.abstractmethod
     def find(self, key: str) -> Receipt | None:
-        """The vendor document already created for ``key``, or None."""
+        """The vendor document already created for ``key`` (``created=False``, ``posted`` telling
+        whether its stock is posted), or None. This is how the engine settles an ``Ambiguous``
+        outcome before it sends anything again."""
 
     def push_many(self, batch: Sequence[tuple[Movement, str]]) -> list[Receipt | ConnectorError]:
         """Push several movements; one result per input, in order. Bulk endpoints override this."""
