@@ -176,8 +176,10 @@ def parse_status(raw: Mapping[str, Any], where: str) -> VendorStatus:
     success = _as_bool(_ci(raw, "IsSuccess"))
     if success is None:
         raise ContractViolation(f"{where}: ResponseStatus has no boolean IsSuccess: {excerpt(repr(raw))!r}")
-    errors = _ci(raw, "Errors") or ()
-    entities = _ci(raw, "SuccessEntitys") or ()
+    errors = _ci(raw, "Errors")
+    entities = _ci(raw, "SuccessEntitys")
+    errors = [] if errors is None else errors
+    entities = [] if entities is None else entities
     if not isinstance(errors, list) or not isinstance(entities, list):
         raise ContractViolation(f"{where}: ResponseStatus Errors/SuccessEntitys are not lists")
     return VendorStatus(success=success, msg_code=_as_int(_ci(raw, "MsgCode")),

@@ -10,7 +10,8 @@ Reads
 Resume tokens
     base64 JSON ``{"v":1,"e":entity,"p":phase,"s":StartRow,"w":since}``: the form being read
     (phase), the next row, and the watermark the token belongs to. Resuming with another
-    ``since`` is refused. Movements and balances are grouped across rows (a bill's entry lines,
+    ``since`` is refused. A balance read keeps its snapshot time (``as_of``) in ``w``, so a resumed
+    snapshot is stamped like the pages before it. Movements and balances are grouped across rows (a bill's entry lines,
     a balance's status/owner rows); a group cut by the page edge is held back and the token
     points at its first row, so no bill or balance is ever split between pages.
 
@@ -94,7 +95,9 @@ class KingdeeConnector(Connector):
         self.cfg = m.MappingConfig(
             stock_org=settings.stock_org, purchase_org=settings.purchase_org or settings.stock_org,
             sale_org=settings.sale_org or settings.stock_org, zone=settings.zone, bill_types=bill_types,
-            scrap_bill_type=scrap_type, key_field=settings.key_field, scrap_marker=settings.scrap_marker,
+            scrap_bill_type=scrap_type, key_field=settings.key_field, reference_field=settings.reference_field,
+            scrap_marker=settings.scrap_marker, scrap_marker_field=settings.scrap_marker_field,
+            barcode_field=settings.barcode_field, category_field=settings.category_field,
             units=dict(settings.units), material_attribute_fields=dict(settings.material_attribute_fields),
             head_fields=dict(settings.head_fields), source_system=self.name)
         secret = settings.app_secret.get_secret_value() if settings.app_secret else None
@@ -150,10 +153,13 @@ class KingdeeConnector(Connector):
             conditions.append(self.filters.eq("FStockId.FNumber", warehouse))
         filter_string = all_of(conditions)
         scope = f"balances:{warehouse or ''}"
-        start = self._decode(resume, scope, None)[1] if resume else 0
+        start, as_of = 0, datetime.fromtimestamp(self.clock(), tz=timezone.utc).replace(microsecond=0)
+        if resume:
+            _, start, token_as_of = self._decode(resume, scope, None)
+            as_of = token_as_of or as_of
         order = "FMaterialId.FNumber ASC, FStockId.FNumber ASC, FStockLocId.FNumber ASC, FLot.FNumber ASC, FID ASC"
         fields = m.BALANCE_FIELDS + ["FID"]
-        return self._balance_pages(fields, filter_string, order, size, start, scope)
+        return self._balance_pages(fields, filter_string, order, size, start, scope, as_of)
 
     def push(self, movement: Movement, key: str) -> Receipt:
         key = self._check_key(key)
@@ -251,10 +257,8 @@ class KingdeeConnector(Connector):
 
     def _bills_for_key(self, key: str, forms: Sequence[str]) -> list[_Bill]:
         """Live bills carrying ``key`` in ``forms``, most advanced status first."""
-        values = self.cfg.key_values(key)
         try:
-            condition = self.filters.eq(self.settings.key_field, values[0]) if len(values) == 1 else \
-                self.filters.is_in(self.settings.key_field, values)
+            condition = self.filters.eq(self.settings.key_field, key)
         except FilterError as exc:
             raise ValueError(f"idempotency key {key!r}: {exc}") from None
         fields = ["FID", "FBillNo", "FDocumentStatus"]
@@ -428,8 +432,7 @@ class KingdeeConnector(Connector):
             yield records, errors, latest, next_row
 
     def _balance_pages(self, fields: list[str], filter_string: str, order: str, size: int, start: int,
-                       scope: str) -> Iterator[Page[StockBalance]]:
-        as_of = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
+                       scope: str, as_of: datetime) -> Iterator[Page[StockBalance]]:
         for groups, next_row in self._grouped("STK_Inventory", fields, filter_string, order, size, start,
                                               m.balance_key):
             records, errors = [], []
@@ -442,7 +445,8 @@ class KingdeeConnector(Connector):
                 except ValueError as exc:
                     errors.append(RecordError("balances", key, f"STK_Inventory {key}: {exc}",
                                               field=getattr(exc, "field", None), raw=rows))
-            token = self._token(scope, 0, next_row, None) if next_row is not None else None
+            # the token carries the snapshot's as_of (in the watermark slot): a resumed read is one snapshot
+            token = self._token(scope, 0, next_row, as_of) if next_row is not None else None
             yield Page(records=tuple(records), resume=token, errors=tuple(errors))
 
     def _row_modified(self, data: Mapping[str, Any]) -> datetime | None:

@@ -62,7 +62,13 @@ class MappingConfig:
     bill_types: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_BILL_TYPES))
     scrap_bill_type: str | None = None
     key_field: str = "FNote"
+    # head field the movement's reference is written to and read back from (None: not written;
+    # reading then takes FBillNo). FBillNo needs a numbering rule that allows manual numbers.
+    reference_field: str | None = "FBillNo"
     scrap_marker: str = "#scrap"
+    scrap_marker_field: str = "FEntryNote"  # entry field of STK_MisDelivery lines marking scrap
+    barcode_field: str | None = "FBarCode"
+    category_field: str | None = None  # e.g. "FMaterialGroup.FNumber"
     # canonical unit code -> Kingdee unit number (FNumber); unlisted units are sent as they are
     units: Mapping[str, str] = field(default_factory=dict)
     # canonical item attribute name -> BD_MATERIAL field key read into Item.attributes
@@ -86,18 +92,14 @@ class MappingConfig:
         return number.strip().upper()
 
     @property
-    def key_in_bill_no(self) -> bool:
-        return self.key_field.lower() == "fbillno"
+    def writes_reference(self) -> bool:
+        return self.reference_field is not None and self.reference_field.lower() != self.key_field.lower()
 
-    def scrap_marked(self, key: str) -> str:
-        """The key-field value of a scrap bill when scrap has no bill type of its own."""
-        return f"{key} {self.scrap_marker}"
-
-    def key_values(self, key: str) -> list[str]:
-        """Every key-field value a bill for ``key`` may carry."""
-        if self.key_in_bill_no or self.scrap_bill_type:
-            return [key]
-        return [key, self.scrap_marked(key)]
+    @property
+    def note_is_taken(self) -> bool:
+        """FNote holds the key or the reference, so a memo has nowhere to go."""
+        taken = {self.key_field.lower()} | ({self.reference_field.lower()} if self.writes_reference else set())
+        return "fnote" in taken  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +171,8 @@ def _modified(row: Mapping[str, Any], cfg: MappingConfig) -> datetime | None:
 def material_fields(cfg: MappingConfig) -> list[str]:
     base = ["FMaterialId", "FNumber", "FName", "FSpecification", "FBaseUnitId.FNumber", "FIsBatchManage",
             "FForbidStatus", "FModifyDate"]
-    return base + [k for k in cfg.material_attribute_fields.values() if k not in base]
+    extra = [cfg.barcode_field, cfg.category_field, *cfg.material_attribute_fields.values()]
+    return base + list(dict.fromkeys(k for k in extra if k and k not in base))
 
 
 def material_to_item(row: Mapping[str, Any], cfg: MappingConfig) -> Item:
@@ -181,6 +184,8 @@ def material_to_item(row: Mapping[str, Any], cfg: MappingConfig) -> Item:
         name=_required(row, "FName"),
         spec=_text(row.get("FSpecification")),
         base_unit=cfg.canonical_unit(unit),
+        barcode=_text(row.get(cfg.barcode_field)) if cfg.barcode_field else None,
+        category=_text(row.get(cfg.category_field)) if cfg.category_field else None,
         batch_managed=_flag(row.get("FIsBatchManage")),
         active=_text(row.get("FForbidStatus")) != "B",
         attributes=attributes,
@@ -324,10 +329,11 @@ def _ref(number: str | None) -> dict[str, str] | None:
 def movement_to_bill(movement: Movement, key: str, cfg: MappingConfig) -> tuple[str, dict[str, Any]]:
     """(form id, Save ``Model``) for ``movement``, carrying ``key`` in the configured key field.
 
-    The key field holds exactly the key (``find`` compares with ``=``, never LIKE); a scrap issue
-    without a bill type of its own carries ``"<key> <scrap marker>"`` there instead, and its FNote
-    memo is then dropped (the note is the key). The memo goes to ``FNote`` when the key lives
-    elsewhere (``FBillNo`` or a custom field).
+    The key field holds exactly the key (``find`` compares with ``=``, never LIKE); the reference
+    goes to ``reference_field`` (the bill number by default) so it reads back unchanged. A scrap
+    issue is an STK_MisDelivery bill with the scrap bill type when one is configured, else with
+    ``scrap_marker`` in each line's ``scrap_marker_field`` (FEntryNote). The memo goes to ``FNote``
+    unless FNote already holds the key or the reference (then it is not written).
     """
     spec = BILL_SPECS[movement.kind]
     orgs = {"stock": cfg.stock_org, "purchase": cfg.purchase_org, "sale": cfg.sale_org}
@@ -345,15 +351,12 @@ def movement_to_bill(movement: Movement, key: str, cfg: MappingConfig) -> tuple[
         if movement.counterparty is None:
             raise MappingError(f"a {movement.kind.value} needs a counterparty", field="counterparty")
         model[spec.partner] = {"FNumber": movement.counterparty.code}
-    key_value = key
-    if movement.kind is MovementKind.scrap and not cfg.scrap_bill_type:
-        if cfg.key_in_bill_no:
-            model["FNote"] = cfg.scrap_marker if not movement.memo else f"{cfg.scrap_marker} {movement.memo}"
-        else:
-            key_value = cfg.scrap_marked(key)
-    if cfg.key_field.lower() != "fnote" and movement.memo and "FNote" not in model:
+    if cfg.writes_reference:
+        model[cfg.reference_field] = movement.reference  # type: ignore[index]
+    if movement.memo and not cfg.note_is_taken:
         model["FNote"] = movement.memo
-    model[cfg.key_field] = key_value
+    model[cfg.key_field] = key
+    scrap_mark = movement.kind is MovementKind.scrap and not cfg.scrap_bill_type
 
     entries = []
     for line in movement.lines:
@@ -383,6 +386,8 @@ def movement_to_bill(movement: Movement, key: str, cfg: MappingConfig) -> tuple[
                 entry[spec.loc] = _ref(bin_code)
             if line.lot:
                 entry[spec.lot] = _ref(line.lot)
+            if scrap_mark:
+                entry[cfg.scrap_marker_field] = cfg.scrap_marker
         entries.append(entry)
     model[spec.entry] = entries
     return spec.form_id, model
@@ -398,40 +403,38 @@ def _number(value: Decimal) -> int | float | str:
 def bill_fields(spec: BillSpec, cfg: MappingConfig) -> list[str]:
     """The ExecuteBillQuery FieldKeys for reading ``spec``'s bills, one row per entry line."""
     keys = ["FID", "FBillNo", "FDate", "FModifyDate", "FDocumentStatus", "FBillTypeID.FNumber", "FNote"]
-    if cfg.key_field not in keys:
-        keys.append(cfg.key_field)
+    for extra in (cfg.key_field, cfg.reference_field):
+        if extra and extra.lower() not in {k.lower() for k in keys}:
+            keys.append(extra)
     if spec.partner:
         keys += [f"{spec.partner}.FNumber", f"{spec.partner}.FName"]
     keys += [spec.entry_id(), spec.entry_seq(), f"{spec.material}.FNumber", f"{spec.unit}.FNumber", spec.qty,
              f"{spec.stock}.FNumber", f"{spec.loc}.FNumber", f"{spec.lot}.FNumber"]
     if spec.dest_stock:
         keys += [f"{spec.dest_stock}.FNumber", f"{spec.dest_loc}.FNumber"]
+    if spec.form_id == BILL_SPECS[MovementKind.scrap].form_id and not cfg.scrap_bill_type:
+        keys.append(cfg.scrap_marker_field)
     return keys
 
 
-def bill_kind(spec_kind: MovementKind, head: Mapping[str, Any], cfg: MappingConfig) -> MovementKind:
-    """Scrap and misc issue share STK_MisDelivery: scrap is its bill type, or the marker in the key field."""
+def bill_kind(spec_kind: MovementKind, rows: Sequence[Mapping[str, Any]], cfg: MappingConfig) -> MovementKind:
+    """Scrap and misc issue share STK_MisDelivery: scrap is its bill type, or the marker on its lines."""
     if spec_kind is not MovementKind.misc_issue:
         return spec_kind
     if cfg.scrap_bill_type:
-        return MovementKind.scrap if _text(head.get("FBillTypeID.FNumber")) == cfg.scrap_bill_type else spec_kind
-    marked_field = "FNote" if cfg.key_in_bill_no else cfg.key_field
-    value = _text(head.get(marked_field)) or ""
-    marker = cfg.scrap_marker
-    if value == marker or value.endswith(" " + marker) or value.startswith(marker + " "):
+        return MovementKind.scrap if _text(rows[0].get("FBillTypeID.FNumber")) == cfg.scrap_bill_type else spec_kind
+    if any(_text(r.get(cfg.scrap_marker_field)) == cfg.scrap_marker for r in rows):
         return MovementKind.scrap
     return spec_kind
 
 
-def bill_key(head: Mapping[str, Any], cfg: MappingConfig) -> str | None:
-    """The idempotency key a bill carries (the scrap marker removed), or None."""
-    value = _text(head.get(cfg.key_field))
-    if value is None:
-        return None
-    suffix = " " + cfg.scrap_marker
-    if not cfg.key_in_bill_no and not cfg.scrap_bill_type and value.endswith(suffix):
-        value = value[: -len(suffix)] or None
-    return value
+def bill_reference(head: Mapping[str, Any], cfg: MappingConfig) -> str:
+    """The movement reference of a bill: the reference field when set and filled, else the bill number."""
+    if cfg.writes_reference:
+        value = _text(head.get(cfg.reference_field))  # type: ignore[arg-type]
+        if value is not None:
+            return value
+    return _required(head, "FBillNo")
 
 
 def bill_rows_to_movement(kind: MovementKind, rows: Sequence[Mapping[str, Any]], cfg: MappingConfig) -> Movement:
@@ -443,8 +446,9 @@ def bill_rows_to_movement(kind: MovementKind, rows: Sequence[Mapping[str, Any]],
     fids = {str(r.get("FID")) for r in rows}
     if len(fids) != 1:
         raise MappingError(f"rows of several bills grouped together: FID {sorted(fids)}", field="FID")
-    kind = bill_kind(kind, head, cfg)
+    kind = bill_kind(kind, rows, cfg)
     number = _required(head, "FBillNo")
+    reference = bill_reference(head, cfg)
     doc_date = parse_server_datetime(head.get("FDate"), cfg.zone)
     if doc_date is None:
         raise MappingError("FDate is empty", field="FDate")
@@ -454,9 +458,7 @@ def bill_rows_to_movement(kind: MovementKind, rows: Sequence[Mapping[str, Any]],
         if code is not None:
             role = kind.partner_role or PartnerRole.both
             counterparty = Partner(code=code, name=_text(head.get(f"{spec.partner}.FName")) or code, role=role)
-    memo = _text(head.get("FNote")) if cfg.key_field.lower() != "fnote" else None
-    if memo is not None and kind is MovementKind.scrap and cfg.key_in_bill_no and not cfg.scrap_bill_type:
-        memo = memo.removeprefix(cfg.scrap_marker).strip() or None
+    memo = None if cfg.note_is_taken else _text(head.get("FNote"))
     lines = []
     ordered = sorted(rows, key=lambda r: (_seq(r.get(spec.entry_seq())), str(r.get(spec.entry_id()))))
     for index, row in enumerate(ordered, start=1):
@@ -482,7 +484,7 @@ def bill_rows_to_movement(kind: MovementKind, rows: Sequence[Mapping[str, Any]],
         lines.append(MovementLine(**values))
     modified = _modified(head, cfg)
     return Movement(
-        reference=number,
+        reference=reference,
         kind=kind,
         document_date=doc_date.date() if isinstance(doc_date, datetime) else doc_date,
         lines=tuple(lines),

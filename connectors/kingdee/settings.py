@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from connectors.base import ConnectionSettings
 
 _FIELD_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_DOTTED_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}(\.[A-Za-z][A-Za-z0-9_]{0,63})?$")
 
 
 class BillTypes(BaseModel):
@@ -55,8 +56,16 @@ class KingdeeSettings(ConnectionSettings):
     bill_types: BillTypes = Field(default_factory=BillTypes)
     key_field: str = Field("FNote", description="Head field that carries our idempotency key: FBillNo "
                                                "(manual numbering allowed) or a remark/custom text field")
+    reference_field: str | None = Field(
+        "FBillNo", description="Head field the movement reference is written to and read back from; FBillNo "
+                               "needs manual numbering allowed; None leaves numbering to Kingdee")
     scrap_marker: str = Field("#scrap", min_length=1, max_length=32,
-                              description="Appended to the key field of scrap bills without their own bill type")
+                              description="Written to scrap_marker_field on each line of a scrap issue when scrap "
+                                          "has no bill type of its own")
+    scrap_marker_field: str = Field("FEntryNote", description="STK_MisDelivery entry field carrying scrap_marker")
+    barcode_field: str | None = Field("FBarCode", description="BD_MATERIAL field read into Item.barcode")
+    category_field: str | None = Field(None, description="BD_MATERIAL field read into Item.category, e.g. "
+                                                         "FMaterialGroup.FNumber")
     auto_submit_audit: bool = Field(False, description="One Save with IsAutoSubmitAndAudit instead of "
                                                        "Save → Submit → Audit")
     allow_negative_stock: bool = Field(False, description="Audit with InterationFlags STK_InvCheckResult")
@@ -78,11 +87,18 @@ class KingdeeSettings(ConnectionSettings):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @field_validator("key_field")
+    @field_validator("key_field", "reference_field", "scrap_marker_field")
     @classmethod
-    def _key_field(cls, value: str) -> str:
-        if not _FIELD_KEY.match(value):
-            raise ValueError(f"{value!r} is not a head field key")
+    def _key_field(cls, value: str | None) -> str | None:
+        if value is not None and not _FIELD_KEY.match(value):
+            raise ValueError(f"{value!r} is not a field key")
+        return value
+
+    @field_validator("barcode_field", "category_field")
+    @classmethod
+    def _dotted_field(cls, value: str | None) -> str | None:
+        if value is not None and not _DOTTED_KEY.match(value):
+            raise ValueError(f"{value!r} is not a field key")
         return value
 
     @field_validator("material_attribute_fields")
@@ -110,6 +126,9 @@ class KingdeeSettings(ConnectionSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> KingdeeSettings:
+        if self.reference_field is not None and self.reference_field.lower() == self.key_field.lower():
+            raise ValueError("key_field and reference_field must be different fields (set reference_field = "
+                             "null to leave the reference out)")
         if self.auth == "signature" and (not self.app_id or self.app_secret is None):
             raise ValueError("auth = \"signature\" needs app_id and app_secret")
         if self.auth == "session":
