@@ -16,7 +16,7 @@ from sandbox.server import SimulatorServer
 SimulatorFactory = Callable[[], Simulator]
 
 SIMULATORS: dict[str, str] = {
-    # "kingdee": "sandbox.kingdee:KingdeeSimulator",
+    "kingdee": "sandbox.kingdee:KingdeeSimulator",
     # "sap_b1": "sandbox.sap_b1:SapB1Simulator",
     # "yonyou": "sandbox.yonyou:YonyouSimulator",
     # "jiandaoyun": "sandbox.jiandaoyun:JiandaoyunSimulator",
