@@ -243,24 +243,25 @@ class SapB1Connector(Connector):
 
     def read(self, entity: Entity, *, since: datetime | None = None, resume: str | None = None,
              page_size: int | None = None) -> Iterator[Page[Any]]:
-        entity = Entity(entity)
+        try:
+            entity = Entity(entity)
+        except ValueError:
+            raise ConfigError(f"{self.name}: cannot read {entity!r}") from None
         sources = _SOURCES[entity]
         position = _Position()
-        if resume is not None:
+        if resume is not None:  # self-contained: the token's since and page size win
             token = _decode(resume)
             if token.get("e") != entity.value:
                 raise ValueError(f"resume token belongs to {token.get('e')!r}, not {entity.value!r}")
-            token_since = datetime.fromisoformat(token["since"]) if token.get("since") else None
-            if since is not None and token_since != since:
-                raise ValueError("resume token belongs to another since")
-            since = token_since
+            since = datetime.fromisoformat(token["since"]) if token.get("since") else None
+            page_size = int(token["n"])
             position = _Position(int(token["i"]), int(token["skip"]), int(token["off"]))
         if since is not None and (since.tzinfo is None or since.utcoffset() is None):
             raise ValueError("since must be timezone-aware")
         size = self._size(page_size)
 
         def token_for(pos: _Position) -> str:
-            return _encode({"v": 1, "e": entity.value, "since": since.isoformat() if since else None,
+            return _encode({"v": 1, "e": entity.value, "since": since.isoformat() if since else None, "n": size,
                             "i": pos.index, "skip": pos.skip, "off": pos.offset})
 
         def convert(source: _Source, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, datetime | None]]:
@@ -273,14 +274,16 @@ class SapB1Connector(Connector):
         position = _Position()
         if resume is not None:
             token = _decode(resume)
-            if token.get("e") != "balances" or token.get("wh") != warehouse:
+            if token.get("e") != "balances":
                 raise ValueError("resume token belongs to another read")
+            warehouse, page_size = token.get("wh"), int(token["n"])
             position = _Position(0, int(token["skip"]), int(token["off"]))
         size = self._size(page_size)
         as_of = datetime.now(timezone.utc).replace(microsecond=0)
 
         def token_for(pos: _Position) -> str:
-            return _encode({"v": 1, "e": "balances", "wh": warehouse, "skip": pos.skip, "off": pos.offset})
+            return _encode({"v": 1, "e": "balances", "wh": warehouse, "n": size, "skip": pos.skip,
+                            "off": pos.offset})
 
         def convert(source: _Source, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, datetime | None]]:
             out: list[tuple[Any, datetime | None]] = []
