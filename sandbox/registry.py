@@ -17,7 +17,7 @@ SimulatorFactory = Callable[[], Simulator]
 
 SIMULATORS: dict[str, str] = {
     "kingdee": "sandbox.kingdee:KingdeeSimulator",
-    # "sap_b1": "sandbox.sap_b1:SapB1Simulator",
+    "sap_b1": "sandbox.sap_b1:SapB1Simulator",
     # "yonyou": "sandbox.yonyou:YonyouSimulator",
     # "jiandaoyun": "sandbox.jiandaoyun:JiandaoyunSimulator",
 }

@@ -1,0 +1,127 @@
+"""Property templates of the SAP B1 Service Layer entities the simulator serves.
+
+The Items templates carry every property name of the recorded real v2 reply
+(``/work/shared/reference/sap_b1/items_get_v2.yaml``, build 1000280) with neutral values of the
+same JSON type; the tenant's own ``U_*`` user fields are left out (a company declares its own in
+the seed). Other templates are smaller: the properties the vendor doc names, plus common ones.
+Quantities are floats here and ``Decimal`` in stored records; dates are ``None`` until stamped.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+INTRASTAT_TEMPLATE: dict[str, Any] = {
+    "ItemCode": None, "CommodityCode": None, "SupplementaryUnit": None, "FactorOfSupplementaryUnit": 0.0,
+    "ImportRegionState": None, "ExportRegionState": None, "ImportNatureOfTransaction": None,
+    "ExportNatureOfTransaction": None, "ImportStatisticalProcedure": None, "ExportStatisticalProcedure": None,
+    "CountryOfOrigin": None, "ServiceCode": None, "Type": "dDocument_Items",
+    "ServiceSupplyMethod": "ssmImmediate", "ServicePaymentMethod": "spmOther", "ImportRegionCountry": None,
+    "ExportRegionCountry": None, "UseWeightInCalculation": "tYES", "IntrastatRelevant": "tNO",
+    "StatisticalCode": None,
+}
+
+ITEM_TEMPLATE: dict[str, Any] = {
+    "ItemCode": None, "ItemName": None, "ForeignName": None, "ItemsGroupCode": 100, "CustomsGroupCode": -1,
+    "SalesVATGroup": None, "BarCode": None, "VatLiable": "tYES", "PurchaseItem": "tYES", "SalesItem": "tYES",
+    "InventoryItem": "tYES", "IncomeAccount": None, "ExemptIncomeAccount": None, "ExpanseAccount": None,
+    "Mainsupplier": None, "SupplierCatalogNo": None, "DesiredInventory": 0.0, "MinInventory": 0.0,
+    "Picture": None, "User_Text": None, "SerialNum": None, "CommissionPercent": 0.0, "CommissionSum": 0.0,
+    "CommissionGroup": 0, "TreeType": "iNotATree", "AssetItem": "tNO", "DataExportCode": None,
+    "Manufacturer": -1, "QuantityOnStock": 0.0, "QuantityOrderedFromVendors": 0.0,
+    "QuantityOrderedByCustomers": 0.0, "ManageSerialNumbers": "tNO", "ManageBatchNumbers": "tNO",
+    "Valid": "tYES", "ValidFrom": None, "ValidTo": None, "ValidRemarks": None, "Frozen": "tNO",
+    "FrozenFrom": None, "FrozenTo": None, "FrozenRemarks": None, "SalesUnit": None, "SalesItemsPerUnit": 1.0,
+    "SalesPackagingUnit": None, "SalesQtyPerPackUnit": 1.0, "SalesUnitLength": 0.0, "SalesLengthUnit": None,
+    "SalesUnitWidth": 0.0, "SalesWidthUnit": None, "SalesUnitHeight": 0.0, "SalesHeightUnit": None,
+    "SalesUnitVolume": 0.0, "SalesVolumeUnit": 4, "SalesUnitWeight": 0.0, "SalesWeightUnit": None,
+    "PurchaseUnit": None, "PurchaseItemsPerUnit": 1.0, "PurchasePackagingUnit": None,
+    "PurchaseQtyPerPackUnit": 1.0, "PurchaseUnitLength": 0.0, "PurchaseLengthUnit": None,
+    "PurchaseUnitWidth": 0.0, "PurchaseWidthUnit": None, "PurchaseUnitHeight": 0.0, "PurchaseHeightUnit": None,
+    "PurchaseUnitVolume": 0.0, "PurchaseVolumeUnit": 4, "PurchaseUnitWeight": 0.0, "PurchaseWeightUnit": None,
+    "PurchaseVATGroup": None, "SalesFactor1": 1.0, "SalesFactor2": 1.0, "SalesFactor3": 1.0,
+    "SalesFactor4": 1.0, "PurchaseFactor1": 1.0, "PurchaseFactor2": 1.0, "PurchaseFactor3": 1.0,
+    "PurchaseFactor4": 1.0, "MovingAveragePrice": 0.0, "ForeignRevenuesAccount": None,
+    "ECRevenuesAccount": None, "ForeignExpensesAccount": None, "ECExpensesAccount": None, "AvgStdPrice": 0.0,
+    "DefaultWarehouse": None, "ShipType": 4, "GLMethod": "glm_ItemLevel", "TaxType": "tt_Yes",
+    "MaxInventory": 0.0, "ManageStockByWarehouse": "tNO", "PurchaseHeightUnit1": None,
+    "PurchaseUnitHeight1": 0.0, "PurchaseLengthUnit1": None, "PurchaseUnitLength1": 0.0,
+    "PurchaseWeightUnit1": None, "PurchaseUnitWeight1": 0.0, "PurchaseWidthUnit1": None,
+    "PurchaseUnitWidth1": 0.0, "SalesHeightUnit1": None, "SalesUnitHeight1": 0.0, "SalesLengthUnit1": None,
+    "SalesUnitLength1": 0.0, "SalesWeightUnit1": None, "SalesUnitWeight1": 0.0, "SalesWidthUnit1": None,
+    "SalesUnitWidth1": 0.0, "ForceSelectionOfSerialNumber": "tYES", "ManageSerialNumbersOnReleaseOnly": "tNO",
+    "WTLiable": "tYES", "CostAccountingMethod": "bis_Standard", "SWW": None, "WarrantyTemplate": "",
+    "IndirectTax": "tNO", "ArTaxCode": None, "ApTaxCode": None, "BaseUnitName": None, "ItemCountryOrg": None,
+    "IssueMethod": "im_Backflush", "SRIAndBatchManageMethod": "bomm_OnEveryTransaction", "IsPhantom": "tNO",
+    "InventoryUOM": None, "PlanningSystem": "bop_None", "ProcurementMethod": "bom_Buy",
+    "ComponentWarehouse": "bomcw_BOM", "OrderIntervals": None, "OrderMultiple": 0.0, "LeadTime": None,
+    "MinOrderQuantity": 0.0, "ItemType": "itItems", "ItemClass": "itcMaterial", "OutgoingServiceCode": -1,
+    "IncomingServiceCode": -1, "ServiceGroup": -1, "NCMCode": -1, "MaterialType": "mt_FinishedGoods",
+    "MaterialGroup": -1, "ProductSource": "0", "Properties1": "tNO", "Properties2": "tNO",
+    "Properties3": "tNO", "Properties4": "tNO", "Properties5": "tNO", "Properties6": "tNO",
+    "Properties7": "tNO", "Properties8": "tNO", "Properties9": "tNO", "Properties10": "tNO",
+    "Properties11": "tNO", "Properties12": "tNO", "Properties13": "tNO", "Properties14": "tNO",
+    "Properties15": "tNO", "Properties16": "tNO", "Properties17": "tNO", "Properties18": "tNO",
+    "Properties19": "tNO", "Properties20": "tNO", "Properties21": "tNO", "Properties22": "tNO",
+    "Properties23": "tNO", "Properties24": "tNO", "Properties25": "tNO", "Properties26": "tNO",
+    "Properties27": "tNO", "Properties28": "tNO", "Properties29": "tNO", "Properties30": "tNO",
+    "Properties31": "tNO", "Properties32": "tNO", "Properties33": "tNO", "Properties34": "tNO",
+    "Properties35": "tNO", "Properties36": "tNO", "Properties37": "tNO", "Properties38": "tNO",
+    "Properties39": "tNO", "Properties40": "tNO", "Properties41": "tNO", "Properties42": "tNO",
+    "Properties43": "tNO", "Properties44": "tNO", "Properties45": "tNO", "Properties46": "tNO",
+    "Properties47": "tNO", "Properties48": "tNO", "Properties49": "tNO", "Properties50": "tNO",
+    "Properties51": "tNO", "Properties52": "tNO", "Properties53": "tNO", "Properties54": "tNO",
+    "Properties55": "tNO", "Properties56": "tNO", "Properties57": "tNO", "Properties58": "tNO",
+    "Properties59": "tNO", "Properties60": "tNO", "Properties61": "tNO", "Properties62": "tNO",
+    "Properties63": "tNO", "Properties64": "tNO", "AutoCreateSerialNumbersOnRelease": "tNO", "DNFEntry": -1,
+    "GTSItemSpec": None, "GTSItemTaxCategory": None, "FuelID": -1, "BeverageTableCode": None,
+    "BeverageGroupCode": None, "BeverageCommercialBrandCode": -1, "Series": 3, "ToleranceDays": None,
+    "TypeOfAdvancedRules": "toarGeneral", "IssuePrimarilyBy": "ipbSerialAndBatchNumbers", "NoDiscounts": "tNO",
+    "AssetClass": "", "AssetGroup": "", "InventoryNumber": "", "Technician": None, "Employee": None,
+    "Location": None, "AssetStatus": "New", "CapitalizationDate": None, "StatisticalAsset": "tNO",
+    "Cession": "tNO", "DeactivateAfterUsefulLife": "tNO", "ManageByQuantity": "tNO", "UoMGroupEntry": -1,
+    "InventoryUoMEntry": -1, "DefaultSalesUoMEntry": None, "DefaultPurchasingUoMEntry": None,
+    "DepreciationGroup": None, "AssetSerialNumber": "", "InventoryWeight": 0.0, "InventoryWeightUnit": None,
+    "InventoryWeight1": 0.0, "InventoryWeightUnit1": None, "DefaultCountingUnit": None,
+    "CountingItemsPerUnit": 1.0, "DefaultCountingUoMEntry": None, "Excisable": "tNO", "ChapterID": -1,
+    "ScsCode": None, "SpProdType": None, "ProdStdCost": 0.0, "InCostRollup": "tYES", "VirtualAssetItem": "tNO",
+    "EnforceAssetSerialNumbers": "tNO", "AttachmentEntry": None, "LinkedResource": None, "UpdateDate": None,
+    "UpdateTime": None, "GSTRelevnt": "tNO", "SACEntry": -1, "GSTTaxCategory": "gtc_Regular",
+    "ServiceCategoryEntry": -1, "CapitalGoodsOnHoldPercent": None, "CapitalGoodsOnHoldLimit": None,
+    "AssessableValue": 0.0, "AssVal4WTR": 0.0, "SOIExcisable": "se_NotExcisable", "TNVED": None,
+    "ImportedItem": "tNO", "PricingUnit": -1, "CreateDate": None, "CreateTime": None, "NVECode": None,
+    "CtrSealQty": None, "CESTCode": -1, "LegalText": None, "DataVersion": 1, "CreateQRCodeFrom": None,
+    "TraceableItem": "tNO", "CommodityClassification": None, "WeightOfRecycledPlastic": None,
+    "PlasticPackageTaxCategory": None, "PlasticPackageExemptionReasonForPurchase": None,
+    "PlasticPackageExemptionReasonForProduction": None, "SAFTProductType": None, "SAFTProductTypeEx": None,
+    "ItemPrices": [], "ItemWarehouseInfoCollection": [], "ItemPreferredVendors": [],
+    "ItemLocalizationInfos": [], "ItemProjects": [], "ItemDistributionRules": [], "ItemAttributeGroups": [],
+    "ItemDepreciationParameters": [], "ItemPeriodControls": [], "ItemUnitOfMeasurementCollection": [],
+    "ItemBarCodeCollection": [], "ItemIntrastatExtension": INTRASTAT_TEMPLATE,
+}
+
+ITEM_WAREHOUSE_TEMPLATE: dict[str, Any] = {
+    "MinimalStock": 0.0, "MaximalStock": 0.0, "MinimalOrder": 0.0, "StandardAveragePrice": 0.0,
+    "Locked": "tNO", "InventoryAccount": "", "CostAccount": "", "TransferAccount": "", "RevenuesAccount": "",
+    "VarienceAccount": "", "DecreasingAccount": "", "IncreasingAccount": "", "ReturningAccount": "",
+    "ExpensesAccount": "", "EURevenuesAccount": "", "EUExpensesAccount": "", "ForeignRevenueAcc": "",
+    "ForeignExpensAcc": "", "ExemptIncomeAcc": "", "PriceDifferenceAcc": "", "WarehouseCode": None,
+    "InStock": 0.0, "Committed": 0.0, "Ordered": 0.0, "CountedQuantity": 0.0, "WasCounted": "tNO",
+    "UserSignature": 1, "Counted": 0.0, "ExpenseClearingAct": "", "PurchaseCreditAcc": "",
+    "EUPurchaseCreditAcc": "", "ForeignPurchaseCreditAcc": "", "SalesCreditAcc": "", "SalesCreditEUAcc": "",
+    "ExemptedCredits": "", "SalesCreditForeignAcc": "", "ExpenseOffsettingAccount": "", "WipAccount": "",
+    "ExchangeRateDifferencesAcct": "", "GoodsClearingAcct": "", "NegativeInventoryAdjustmentAccount": "",
+    "CostInflationOffsetAccount": "", "GLDecreaseAcct": "", "GLIncreaseAcct": "", "PAReturnAcct": "",
+    "PurchaseAcct": "", "PurchaseOffsetAcct": "", "ShippedGoodsAccount": "", "StockInflationOffsetAccount": "",
+    "StockInflationAdjustAccount": "", "VATInRevenueAccount": "", "WipVarianceAccount": "",
+    "CostInflationAccount": "", "WHIncomingCenvatAccount": "", "WHOutgoingCenvatAccount": "",
+    "StockInTransitAccount": "", "WipOffsetProfitAndLossAccount": "",
+    "InventoryOffsetProfitAndLossAccount": "", "DefaultBin": None, "DefaultBinEnforced": "tNO",
+    "PurchaseBalanceAccount": "", "ItemCode": None, "IndEscala": "tYES", "CNJPMan": None,
+    "ItemCycleCounts": [],
+}
+
+ITEM_PRICE_TEMPLATE: dict[str, Any] = {
+    "PriceList": 1, "Price": 0.0, "Currency": None, "AdditionalPrice1": 0.0, "AdditionalCurrency1": None,
+    "AdditionalPrice2": 0.0, "AdditionalCurrency2": None, "BasePriceList": 1, "Factor": 1.0, "UoMPrices": [],
+}
+
