@@ -279,11 +279,13 @@ class SapB1Connector(Connector):
             warehouse, page_size = token.get("wh"), int(token["n"])
             position = _Position(0, int(token["skip"]), int(token["off"]))
         size = self._size(page_size)
-        as_of = datetime.now(timezone.utc).replace(microsecond=0)
+        # One snapshot time for the whole read, resumed pages included.
+        as_of = datetime.fromisoformat(token["asof"]) if resume is not None else datetime.now(timezone.utc).replace(
+            microsecond=0)
 
         def token_for(pos: _Position) -> str:
-            return _encode({"v": 1, "e": "balances", "wh": warehouse, "n": size, "skip": pos.skip,
-                            "off": pos.offset})
+            return _encode({"v": 1, "e": "balances", "wh": warehouse, "n": size, "asof": as_of.isoformat(),
+                            "skip": pos.skip, "off": pos.offset})
 
         def convert(source: _Source, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, datetime | None]]:
             out: list[tuple[Any, datetime | None]] = []
