@@ -35,7 +35,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -82,6 +82,7 @@ class SapB1Settings(ConnectionSettings):
     warehouse_map: dict[str, str] = Field(default_factory=dict, description="our warehouse code -> SAP WarehouseCode")
     unit_map: dict[str, str] = Field(default_factory=dict, description="SAP UoM code -> our unit code")
     default_unit: str = Field("PCS", description="Unit of items without an InventoryUOM")
+    spec_field: str | None = Field(None, description="Items property holding the specification, e.g. User_Text")
     send_prices: bool = Field(True, description="Send unit_cost as UnitPrice on inbound documents")
     include_zero_balances: bool = False
     batch_size: int = Field(50, ge=1, le=500, description="Movements per $batch request")
@@ -95,7 +96,7 @@ class SapB1Settings(ConnectionSettings):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @field_validator("reference_field", "kind_marker_field", "movement_reference_field")
+    @field_validator("reference_field", "kind_marker_field", "movement_reference_field", "spec_field")
     @classmethod
     def _field_name(cls, value: str | None) -> str | None:
         if value is not None and not FIELD_RE.match(value):
@@ -201,6 +202,7 @@ class SapB1Connector(Connector):
             movement_reference_field=settings.movement_reference_field,
             kind_marker_field=settings.kind_marker_field, warehouse_map=dict(settings.warehouse_map),
             unit_map=dict(settings.unit_map), default_unit=settings.default_unit, series=dict(settings.series),
+            spec_field=settings.spec_field,
             send_prices=settings.send_prices, include_zero_balances=settings.include_zero_balances)
         self.filters = FilterBuilder({*_FILTER_FIELDS, settings.reference_field})
         self._lock = threading.Lock()
@@ -247,7 +249,7 @@ class SapB1Connector(Connector):
             entity = Entity(entity)
         except ValueError:
             raise ConfigError(f"{self.name}: cannot read {entity!r}") from None
-        sources = _SOURCES[entity]
+        sources = self._sources(entity)
         position = _Position()
         if resume is not None:  # self-contained: the token's since and page size win
             token = _decode(resume)
@@ -382,6 +384,12 @@ class SapB1Connector(Connector):
                 continue
             out.append((record, getattr(record, "modified_at", None)))
         return out
+
+    def _sources(self, entity: Entity) -> tuple[_Source, ...]:
+        sources = _SOURCES[entity]
+        if entity is Entity.ITEMS and self.settings.spec_field and sources[0].select is not None:
+            return (replace(sources[0], select=(*sources[0].select, self.settings.spec_field)),)
+        return sources
 
     def _map(self, entity: Entity, source: _Source, row: Mapping[str, Any]) -> Any:
         cfg = self.mapping

@@ -128,6 +128,7 @@ class MappingConfig:
     warehouse_map: Mapping[str, str] = field(default_factory=dict)  # canonical code -> SAP WarehouseCode
     unit_map: Mapping[str, str] = field(default_factory=dict)  # SAP UoM code -> canonical unit code
     default_unit: str = "PCS"  # items without an InventoryUOM
+    spec_field: str | None = None  # Items property holding the specification (e.g. User_Text or a UDF)
     series: Mapping[str, int] = field(default_factory=dict)  # entity set -> Series
     send_prices: bool = True  # unit_cost -> UnitPrice on inbound documents
     include_zero_balances: bool = False
@@ -295,6 +296,7 @@ def item_to_item(row: Mapping[str, Any], cfg: MappingConfig) -> Item:
     data = {
         "sku": sku,
         "name": name,
+        "spec": _text(row, cfg.spec_field) if cfg.spec_field else None,
         "base_unit": item_unit(row, cfg),
         "category": str(group) if group is not None and group != -1 else None,
         "barcode": _text(row, "BarCode"),
