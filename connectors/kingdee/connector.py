@@ -10,8 +10,9 @@ Reads
 Resume tokens
     base64 JSON ``{"v":1,"e":entity,"p":phase,"s":StartRow,"w":since}``: the form being read
     (phase), the next row, and the watermark the token belongs to. Resuming with another
-    ``since`` is refused. A balance read keeps its snapshot time (``as_of``) in ``w``, so a resumed
-    snapshot is stamped like the pages before it. Movements and balances are grouped across rows (a bill's entry lines,
+    A token is self-contained (the contract): ``read(entity, resume=token)`` takes its ``since``
+    and page size (``n``) from it. A balance read keeps its snapshot time (``as_of``) in ``w``, so a
+    resumed snapshot is stamped like the pages before it. Movements and balances are grouped across rows (a bill's entry lines,
     a balance's status/owner rows); a group cut by the page edge is held back and the token
     points at its first row, so no bill or balance is ever split between pages.
 
@@ -141,9 +142,11 @@ class KingdeeConnector(Connector):
     def read(self, entity: Entity, *, since: datetime | None = None, resume: str | None = None,
              page_size: int | None = None) -> Iterator[Page[Any]]:
         entity = Entity(entity)
+        phase, start, size = 0, 0, self._page_size(page_size)
+        if resume:  # self-contained: the token's since and page size win over the arguments
+            phase, start, since, size = self._decode(resume, entity.value)
         phases = self._phases(entity, since)
-        size = self._page_size(page_size)
-        return self._read_phases(entity, phases, since, resume, size)
+        return self._read_phases(entity, phases, since, phase, start, size)
 
     def read_balances(self, *, warehouse: str | None = None, resume: str | None = None,
                       page_size: int | None = None) -> Iterator[Page[StockBalance]]:
@@ -155,7 +158,7 @@ class KingdeeConnector(Connector):
         scope = f"balances:{warehouse or ''}"
         start, as_of = 0, datetime.fromtimestamp(self.clock(), tz=timezone.utc).replace(microsecond=0)
         if resume:
-            _, start, token_as_of = self._decode(resume, scope, None)
+            _, start, token_as_of, size = self._decode(resume, scope)
             as_of = token_as_of or as_of
         order = "FMaterialId.FNumber ASC, FStockId.FNumber ASC, FStockLocId.FNumber ASC, FLot.FNumber ASC, FID ASC"
         fields = m.BALANCE_FIELDS + ["FID"]
@@ -188,7 +191,7 @@ class KingdeeConnector(Connector):
             return None
         bill = bills[0]
         return Receipt(key=key, document_id=bill.id, document_number=bill.number or None, created=False,
-                       status=bill.status)
+                       status=bill.status, posted=bill.status == "C")
 
     def close(self) -> None:
         self.client.close()
@@ -213,30 +216,43 @@ class KingdeeConnector(Connector):
         return self._save_options()
 
     def _finish(self, bill: _Bill, key: str, *, created: bool, record: str) -> Receipt:
-        """Take ``bill`` through what is left of Submit → Audit."""
+        """Take ``bill`` through what is left of Submit → Audit.
+
+        A refusal is checked against the bill's status first: another attempt (an earlier push
+        whose answer was lost, still in flight) may have moved it on, and then there is nothing
+        to refuse: a bill found submitted is audited, one found audited is the receipt.
+        """
         status = bill.status
-        try:
-            if status in ("Z", "A", "D"):
-                self.client.operate("Submit", bill.form_id, [bill.id], record=record)
-                status = "B"
-            if status == "B":
-                self.client.operate("Audit", bill.form_id, [bill.id], options=self._audit_options(), record=record)
-                status = "C"
-        except Rejected as exc:
-            self._discard(bill, exc, record)
-            raise
+        for _ in range(3):  # at most Submit, Audit, and one re-read after a refusal
+            try:
+                if status in ("Z", "A", "D"):
+                    self.client.operate("Submit", bill.form_id, [bill.id], record=record)
+                    status = "B"
+                if status == "B":
+                    self.client.operate("Audit", bill.form_id, [bill.id], options=self._audit_options(),
+                                        record=record)
+                    status = "C"
+                break
+            except Rejected as exc:
+                current = self._bill_status(bill)
+                if current == "C" or (current == "B" and status != "B"):
+                    log.info("[%s] %s %s: refused (%s) but now %s; carrying on", self.name, bill.form_id,
+                             bill.number, exc.message, current)
+                    status = current
+                    continue
+                self._discard(bill, exc, record, current)
+                raise
         if status != "C":
             raise ContractViolation(f"{bill.form_id} {bill.number}: unexpected status {status!r}", record=record)
         return Receipt(key=key, document_id=bill.id, document_number=bill.number or None, created=created,
-                       status=status)
+                       status=status, posted=True)
 
-    def _discard(self, bill: _Bill, exc: ConnectorError, record: str) -> None:
+    def _discard(self, bill: _Bill, exc: ConnectorError, record: str, current: str | None) -> None:
         """After a refusal: withdraw and delete the unaudited bill (best effort), and say what happened."""
         exc.details["bill"] = {"form_id": bill.form_id, "id": bill.id, "number": bill.number}
         if not self.settings.delete_rejected_bills:
             exc.details["bill_left"] = "unaudited; a retry with the same key resumes it"
             return
-        current = self._bill_status(bill)
         try:
             if current == "B":
                 self.client.operate("CancelAssign", bill.form_id, [bill.id], record=record)
@@ -320,36 +336,29 @@ class KingdeeConnector(Connector):
             return phases
         raise ConfigError(f"{self.name}: reading {entity.value} is not supported by the Kingdee connector")
 
-    def _token(self, entity: str, phase: int, start: int, since: datetime | None) -> str:
-        payload = {"v": 1, "e": entity, "p": phase, "s": start, "w": since.isoformat() if since else None}
+    def _token(self, entity: str, phase: int, start: int, since: datetime | None, size: int) -> str:
+        payload = {"v": 1, "e": entity, "p": phase, "s": start, "w": since.isoformat() if since else None, "n": size}
         return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
 
-    def _decode(self, token: str, entity: str, since: datetime | None) -> tuple[int, int, datetime | None]:
+    def _decode(self, token: str, entity: str) -> tuple[int, int, datetime | None, int]:
+        """(phase, StartRow, since, page size) from a token of a read of ``entity``."""
         try:
             data = json.loads(base64.urlsafe_b64decode(token.encode()))
             if not isinstance(data, dict) or data.get("v") != 1:
                 raise ValueError("unknown version")
-            phase, start, watermark = int(data["p"]), int(data["s"]), data.get("w")
+            phase, start, size, watermark = int(data["p"]), int(data["s"]), int(data["n"]), data.get("w")
             token_entity = data["e"]
+            since = datetime.fromisoformat(watermark) if watermark else None
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise ValueError(f"not a Kingdee resume token ({exc})") from None
         if token_entity != entity:
             raise ValueError(f"the resume token belongs to a read of {token_entity}, not {entity}")
-        token_since = datetime.fromisoformat(watermark) if watermark else None
-        if since is not None and token_since != since:
-            raise ValueError("the resume token belongs to a read with another 'since' watermark")
-        if phase < 0 or start < 0:
+        if phase < 0 or start < 0 or size < 1:
             raise ValueError("bad resume token")
-        return phase, start, token_since
+        return phase, start, since, self._page_size(size)
 
-    def _read_phases(self, entity: Entity, phases: list[_Phase], since: datetime | None, resume: str | None,
-                     size: int) -> Iterator[Page[Any]]:
-        phase_index, start = 0, 0
-        if resume:
-            phase_index, start, token_since = self._decode(resume, entity.value, since)
-            if since is None and token_since is not None:
-                since = token_since
-                phases = self._phases(entity, since)
+    def _read_phases(self, entity: Entity, phases: list[_Phase], since: datetime | None, phase_index: int,
+                     start: int, size: int) -> Iterator[Page[Any]]:
         if phase_index >= len(phases):
             yield Page(records=())
             return
@@ -364,9 +373,9 @@ class KingdeeConnector(Connector):
                 pages = self._bill_pages(phase, filter_string, size, first_row)
             for records, errors, max_modified, next_row in pages:
                 if next_row is not None:
-                    resume_token: str | None = self._token(entity.value, index, next_row, since)
+                    resume_token: str | None = self._token(entity.value, index, next_row, since, size)
                 elif not last_phase:
-                    resume_token = self._token(entity.value, index + 1, 0, since)
+                    resume_token = self._token(entity.value, index + 1, 0, since, size)
                 else:
                     resume_token = None
                 if not records and not errors and resume_token is not None:
@@ -446,7 +455,7 @@ class KingdeeConnector(Connector):
                     errors.append(RecordError("balances", key, f"STK_Inventory {key}: {exc}",
                                               field=getattr(exc, "field", None), raw=rows))
             # the token carries the snapshot's as_of (in the watermark slot): a resumed read is one snapshot
-            token = self._token(scope, 0, next_row, as_of) if next_row is not None else None
+            token = self._token(scope, 0, next_row, as_of, size) if next_row is not None else None
             yield Page(records=tuple(records), resume=token, errors=tuple(errors))
 
     def _row_modified(self, data: Mapping[str, Any]) -> datetime | None:
