@@ -11,7 +11,7 @@ from responses import matchers
 
 from connectors.errors import Ambiguous, AuthError, ConfigError, ContractViolation, RateLimited, Rejected, Transient
 from connectors.sap_b1.client import BatchOp, parse_error, service_root
-from tests.connectors_sap_b1.conftest import BASE, SESSION, SESSION2, add_login, cookie, make_client, root, \
+from tests.connectors_sap_b1.conftest import SESSION, SESSION2, add_login, cookie, make_client, root, \
     sent_headers
 
 ITEMS = {"@odata.context": f"{root()}/$metadata#Items", "value": [{"ItemCode": "A1", "QuantityOnStock": 2.5}]}

@@ -317,3 +317,20 @@ def test_check_reads_one_warehouse(mocked, connector) -> None:
     mocked.add(responses.GET, f"{root()}/Warehouses?%24select=WarehouseCode&%24top=1", json={"value": []})
     result = connector.check()
     assert result.ok and result.server_version == "1000280"
+
+
+def test_settings_load_from_the_hub_configuration(tmp_path) -> None:
+    from erphub import config
+
+    path = tmp_path / "erphub.toml"
+    path.write_text('[connections.sap_prod]\nplatform = "sap_b1"\nurl = "https://b1.example.com:50000"\n'
+                    'company_db = "SBODEMOUS"\nusername = "manager"\npassword = { env = "SAP_PW" }\n'
+                    'odata_version = "v1"\ntimezone = "Asia/Shanghai"\nseries = { InventoryGenEntries = 21 }\n'
+                    'transport = "dcom"\n', encoding="utf-8")
+    with pytest.raises(config.ConfigInvalid) as bad:
+        config.load(path, env={"SAP_PW": "pw-from-env"})
+    assert bad.value.problems == [("connections.sap_prod.transport", "expected 'service_layer' or 'di_server'")]
+    path.write_text(path.read_text().replace('transport = "dcom"\n', ""), encoding="utf-8")
+    loaded = config.load(path, env={"SAP_PW": "pw-from-env"}).connections["sap_prod"]
+    assert isinstance(loaded, SapB1Settings) and loaded.password.get_secret_value() == "pw-from-env"
+    assert (loaded.odata_version, loaded.timezone, loaded.reference_field) == ("v1", SHANGHAI, "Reference2")
