@@ -41,8 +41,9 @@ class KingdeeSettings(ConnectionSettings):
     app_id: str = Field("", description="Third-party app id, '<clientId>_<secret part>'")
     app_secret: SecretStr | None = Field(None, description="App secret (signature auth, LoginByAppSecret)")
     password: SecretStr | None = Field(None, description="User password (session auth with ValidateUser)")
-    auth: Literal["signature", "session"] = Field("signature", description="Per-request SDK signature or a "
-                                                                          "session login")
+    auth: Literal["signature", "session"] = Field(
+        "signature", description="Per-request SDK signature or a session login (default: signature when "
+                                 "app_secret is set, else session with the password)")
     login: Literal["app_secret", "password"] | None = Field(
         None, description="Session login call: LoginByAppSecret or ValidateUser (default: password when set)")
     lcid: int = Field(2052, description="2052 zh-CN, 1033 en-US, 3076 zh-TW")
@@ -77,6 +78,16 @@ class KingdeeSettings(ConnectionSettings):
     head_fields: dict[str, Any] = Field(default_factory=dict,
                                         description="Constant head fields written on every bill")
     filter_use_org: bool = Field(True, description="Read master data of stock_org only (FUseOrgId)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_auth(cls, data: Any) -> Any:
+        """Without ``auth``: signature when an app secret is given, else a session login with the password."""
+        if isinstance(data, dict) and data.get("auth") is None:
+            data = dict(data)
+            has_secret = data.get("app_secret") is not None
+            data["auth"] = "session" if not has_secret and data.get("password") is not None else "signature"
+        return data
 
     @field_validator("timezone")
     @classmethod
