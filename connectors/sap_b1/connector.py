@@ -375,7 +375,7 @@ class SapB1Connector(Connector):
                 stamp = m.stamp_of(row, self.mapping)
                 if since is not None and source.incremental and not _changed_since(stamp, since, self.mapping):
                     continue
-                if entity is Entity.MOVEMENTS and row.get("Cancelled") not in _LIVE:
+                if entity is Entity.MOVEMENTS and not _live(row):
                     continue
                 record = self._map(entity, source, row)
             except (m.MappingError, RecordInvalid) as exc:
@@ -494,11 +494,14 @@ class SapB1Connector(Connector):
         for start in range(0, len(keys), LOOKUP_CHUNK):
             chunk = list(keys[start: start + LOOKUP_CHUNK])
             expr = self.filters.any_of(field, chunk)
+            select = ["DocEntry", "DocNum", "DocumentStatus", "Cancelled", field]
+            if entity != "StockTransfers":  # marketing and inventory documents; transfers have no CancelStatus
+                select.insert(4, "CancelStatus")
             for page in self.client.query(entity, filter=str(expr), orderby="DocEntry asc", page_size=LOOKUP_CHUNK,
-                                          select=("DocEntry", "DocNum", "DocumentStatus", "Cancelled", field)):
+                                          select=select):
                 for row in page.rows:
                     key = row.get(field)
-                    if key in chunk and key not in found and row.get("Cancelled") in _LIVE:
+                    if key in chunk and key not in found and _live(row):
                         found[key] = _receipt(key, row, created=False)
         return found
 
@@ -575,6 +578,12 @@ def _receipt(key: str, row: Mapping[str, Any], *, created: bool) -> Receipt:
         raise ContractViolation(f"document for key {key!r} has no DocEntry")
     return Receipt(key=key, document_id=str(entry), document_number=str(number) if number is not None else None,
                    created=created, status=row.get("DocumentStatus"))
+
+
+def _live(row: Mapping[str, Any]) -> bool:
+    """Neither cancelled nor a cancellation document (which copies the header of the one it cancels,
+    reference fields included)."""
+    return row.get("Cancelled") in _LIVE and row.get("CancelStatus") not in ("csCancellation", "csYes")
 
 
 def _has_bins(row: Mapping[str, Any]) -> bool:

@@ -87,7 +87,7 @@ def test_capabilities() -> None:
 def test_push_looks_for_the_key_then_creates_once(mocked, connector) -> None:
     add_login(mocked)
     lookup = (f"{root()}/InventoryGenEntries?%24filter=Reference2+eq+%27K1%27"
-              "&%24select=DocEntry%2CDocNum%2CDocumentStatus%2CCancelled%2CReference2&%24orderby=DocEntry+asc")
+              "&%24select=DocEntry%2CDocNum%2CDocumentStatus%2CCancelled%2CCancelStatus%2CReference2&%24orderby=DocEntry+asc")
     mocked.add(responses.GET, lookup, json={"value": []}, match=[
         responses.matchers.query_string_matcher(lookup.split("?")[1])])
     mocked.add(responses.POST, f"{root()}/InventoryGenEntries", status=201,
@@ -111,7 +111,8 @@ def test_push_of_a_key_already_there_creates_nothing(mocked, connector) -> None:
 def test_a_cancelled_document_does_not_count(mocked, connector) -> None:
     add_login(mocked)
     mocked.add(responses.GET, re.compile(rf"{re.escape(root())}/PurchaseDeliveryNotes\?.*"), json={"value": [
-        {"DocEntry": 2, "DocNum": 2, "Cancelled": "tYES", "Reference2": "K9"}]})
+        {"DocEntry": 2, "DocNum": 2, "Cancelled": "tYES", "CancelStatus": "csYes", "Reference2": "K9"},
+        {"DocEntry": 3, "DocNum": 3, "Cancelled": "tNO", "CancelStatus": "csCancellation", "Reference2": "K9"}]})
     for entity in ("DeliveryNotes", "Returns", "PurchaseReturns", "InventoryGenEntries", "InventoryGenExits",
                    "StockTransfers"):
         mocked.add(responses.GET, re.compile(rf"{re.escape(root())}/{entity}\?.*"), json={"value": []})
