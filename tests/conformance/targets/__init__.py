@@ -7,7 +7,7 @@ from tests.conformance.target import ConformanceTarget
 
 # module path -> attribute holding a ConformanceTarget (or a list of them)
 TARGET_MODULES: list[str] = [
-    # "tests.conformance.targets.kingdee",
+    "tests.conformance.targets.kingdee",
     "tests.conformance.targets.sap_b1",
 ]
 
