@@ -545,6 +545,8 @@ class SapB1Simulator(Simulator):
     def _entity_json(self, ctx: Ctx, entity_set: str, key: Any, *, select: list[str] | None,
                      single: bool) -> dict[str, Any]:
         entity = self.company.render(entity_set, key)
+        if not single and "ItemIntrastatExtension" in entity:
+            entity["ItemIntrastatExtension"] = {}   # as recorded: empty in collection reads, full by key
         if select is not None:
             entity = {name: entity.get(name) for name in select}
         out: dict[str, Any] = {}

@@ -33,6 +33,7 @@ from sandbox.sap_b1_entities import (
     ENTITY_SETS,
     ENUM_ALIASES,
     INTRASTAT_TEMPLATE,
+    ITEM_PRICE_TEMPLATE,
     ITEM_WAREHOUSE_TEMPLATE,
     EntitySet,
 )
@@ -396,6 +397,11 @@ class Company:
                 out["DataVersion"] = self.meta[(entity_set, key)].version
                 out["ItemWarehouseInfoCollection"] = self._item_warehouse_rows(key)
                 out["ItemIntrastatExtension"] = {**INTRASTAT_TEMPLATE, "ItemCode": key}
+                if not record.get("ItemPrices"):   # one row per price list; the company has one
+                    out["ItemPrices"] = [dict(ITEM_PRICE_TEMPLATE, PriceList=1, BasePriceList=1)]
+                if record.get("BarCode") and not record.get("ItemBarCodeCollection"):
+                    out["ItemBarCodeCollection"] = [{"AbsEntry": self.meta[(entity_set, key)].seq, "UoMEntry": -1,
+                                                     "Barcode": record["BarCode"], "FreeText": None}]
             if es.name == "Warehouses":
                 out["WarehouseBinLocations"] = []
             for name in self.config.user_fields.get(es.name, ()):
