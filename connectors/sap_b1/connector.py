@@ -27,6 +27,12 @@ only then it POSTs, once: a lost answer is :class:`Ambiguous` and ``find`` settl
 ``push_many`` does the same in bulk: one lookup per entity set for all keys, then ``$batch`` with
 one changeset per movement (each its own transaction); the Service Layer stops at the first
 failing changeset, so the changesets after it (not executed) are sent again in the next batch.
+
+Transports. The connector needs from its client only ``query_page``/``query`` (collections),
+``create`` (one document), ``batch`` (many), ``server_version`` and ``close``; the mapping works on
+plain dicts of SAP field names. A DI Server transport (SOAP via zeep) can implement the same
+methods over ``AddObject``/``ExecuteSQL`` and reuse :mod:`connectors.sap_b1.mapping` unchanged;
+until it exists, ``transport = "di_server"`` is a ConfigError.
 """
 from __future__ import annotations
 
