@@ -953,7 +953,7 @@ class KingdeeSimulator(Simulator):
                 return {}, problems
         record = copy.deepcopy(existing) if existing is not None else self._defaults(form)
         update_only = options["update"] if existing is not None and options["update"] else None
-        lenient = draft or seed
+        lenient = draft  # a draft keeps what it can and validates nothing
         protected = {"fdocumentstatus", "fforbidstatus", "fcancelstatus", "fcreatedate", "fmodifydate",
                      "fapprovedate", "fforbiddate"}
         for key, value in model.items():
@@ -982,7 +982,7 @@ class KingdeeSimulator(Simulator):
                 row["FSeq"] = seq
                 self._finish_row(form, row, seq, lenient, fail)
         if not lenient:
-            self._validate(form, record, fail)
+            self._validate(form, record, fail, {p.field_name for p in problems})
         number = str(record.get(form.number_key) or "")
         if number:
             for other in table.values():
@@ -1198,30 +1198,34 @@ class KingdeeSimulator(Simulator):
             elif not row.get(mv.lot) and mat is not None and mat.get("FIsBatchManage") and not lenient:
                 fail(11, f"{where}物料“{mat['FNumber']}”启用了批号管理，字段“批号”({mv.lot})是必填项", mv.lot)
 
-    def _validate(self, form: Form, record: dict[str, Any], fail: Callable[..., None]) -> None:
+    def _validate(self, form: Form, record: dict[str, Any], fail: Callable[..., None], already: set[str | None]) -> None:
+        """Required fields; a field that already failed (unknown number) is not reported twice."""
+        def fail_once(code: int, message: str, field_name: str | None = None) -> None:
+            if field_name not in already:
+                fail(code, message, field_name)
         if not form.is_bill:
             for key in ("FNumber", "FName"):
                 if not str(record.get(key) or "").strip() and form.head_field(key) is not None:
-                    fail(11, f"字段“{form.head_field(key).name}”({key})是必填项", key)  # type: ignore[union-attr]
+                    fail_once(11, f"字段“{form.head_field(key).name}”({key})是必填项", key)  # type: ignore[union-attr]
             return
         if form.partner and not record.get(form.partner):
             f = form.head_field(form.partner)
-            fail(11, f"字段“{f.name}”({f.key})是必填项", f.key)  # type: ignore[union-attr]
+            fail_once(11, f"字段“{f.name}”({f.key})是必填项", f.key)  # type: ignore[union-attr]
         if not record.get("FStockOrgId"):
-            fail(11, "字段“库存组织”(FStockOrgId)是必填项", "FStockOrgId")
+            fail_once(11, "字段“库存组织”(FStockOrgId)是必填项", "FStockOrgId")
         rows = record[form.entry_key] if form.entry_key else []
         if not rows:
-            fail(11, f"单据体“{form.entry_key}”至少需要一行分录", form.entry_key)
+            fail_once(11, f"单据体“{form.entry_key}”至少需要一行分录", form.entry_key)
         for line, row in enumerate(rows, start=1):
             where = f"第{line}行分录，"
             for mv in form.movements:
                 for key in (mv.material, mv.stock):
                     if not row.get(key):
                         f = form.entry_field(key)
-                        fail(11, f"{where}字段“{f.name}”({f.key})是必填项", f.key)  # type: ignore[union-attr]
+                        fail_once(11, f"{where}字段“{f.name}”({f.key})是必填项", f.key)  # type: ignore[union-attr]
             if form.qty and (row.get(form.qty) or Decimal(0)) <= 0:
                 f = form.entry_field(form.qty)
-                fail(11, f"{where}字段“{f.name}”({f.key})必须大于0", f.key)  # type: ignore[union-attr]
+                fail_once(11, f"{where}字段“{f.name}”({f.key})必须大于0", f.key)  # type: ignore[union-attr]
 
     def _return_data(self, form: Form, record: dict[str, Any], names: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
