@@ -148,12 +148,13 @@ def test_slow_push_is_ambiguous(target, sim, connect) -> None:
     with pytest.raises(Ambiguous) as unknown:
         connector.push(mv, key)
     # Then the outcome is unknown (check before sending again), and find() settles it once the
-    # vendor has finished
+    # vendor has finished: a multi-call connector may first see its document half-way (posted=False)
     assert unknown.value.action is Action.RECONCILE
     deadline = time.monotonic() + SLOW * 5
     found = connector.find(key)
-    while found is None and time.monotonic() < deadline:
+    while (found is None or not found.posted) and time.monotonic() < deadline:
         time.sleep(0.05)
         found = connector.find(key)
-    assert found is not None
+    assert found is not None and found.posted
+    assert found.created is False
     assert ledger_change(before, ledger_snapshot(sim)) == expected_change(mv)

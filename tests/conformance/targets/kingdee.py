@@ -49,22 +49,11 @@ EXTRAS: dict[str, Any] = {
     "read_fault_target": {"operation": "ExecuteBillQuery"},
 }
 
-# Declared skips, with their reasons (tests/conformance/README.md).
-THREE_CALL_SKIPS = {
-    "test_slow_push_is_ambiguous": (
-        "Kingdee posts in three calls (Save, Submit, Audit). While the slowed Audit is still in flight "
-        "the bill already exists, submitted, so find() correctly returns it with posted=False (the "
-        "Receipt.posted contract); this test polls only while find() is None and then expects the stock to "
-        "have moved. The one-call variant (kingdee-autoaudit) runs it; the Ambiguous-then-resume path of "
-        "the three-call posting is covered by tests/connectors_kingdee/test_connector.py. Suite fix: poll "
-        "until found.posted."),
-}
-
 TARGETS = [
     ConformanceTarget(platform="kingdee", id="kingdee", simulator=simulator, settings=signature_settings,
-                      extras=EXTRAS, skips=THREE_CALL_SKIPS),
+                      extras=EXTRAS),
     ConformanceTarget(platform="kingdee", id="kingdee-session", simulator=simulator, settings=session_settings,
-                      extras={**EXTRAS, "login_operation": "ValidateUser"}, skips=THREE_CALL_SKIPS),
+                      extras={**EXTRAS, "login_operation": "ValidateUser"}),
     ConformanceTarget(platform="kingdee", id="kingdee-autoaudit", simulator=simulator, settings=auto_audit_settings,
                       extras={**EXTRAS, "push_fault_target": {"operation": "Save"}}),
 ]
