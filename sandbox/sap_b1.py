@@ -168,6 +168,7 @@ class SapB1Simulator(Simulator):
                                                           **company_settings})
         self.company = Company(self.ledger, clock=clock, lock=self.lock, config=self._company_defaults)
         self._session_users: dict[str, str] = {}
+        self._config_defaults = dict(vars(self.config))
 
     # --- harness hooks --------------------------------------------------------------------
 
@@ -286,6 +287,8 @@ class SapB1Simulator(Simulator):
         with self.lock:
             self.company.config = self._company_defaults
             self.company.reset()
+            self.config.update(self._config_defaults)
+            self.sessions.idle_timeout = self.config.session_timeout * 60
             self._session_users.clear()
         super().reset()
         self.company.stock_changed()

@@ -280,3 +280,24 @@ def test_injected_errors_use_the_sap_envelope(sim, connect):
     answer = http.get(f"{root}/Items", timeout=5)
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "3"
     assert error_of(answer, "v1")[0] == "-1"
+
+
+def test_method_override_put_and_bad_options(connect):
+    http, root = connect("v2")
+    override = http.post(f"{root}/Items('A000')", json={"ItemName": "via override"},
+                         headers={"X-HTTP-Method-Override": "PATCH"}, timeout=5)
+    assert override.status_code == 204
+    assert http.get(f"{root}/Items('A000')?$select=ItemName", timeout=5).json()["ItemName"] == "via override"
+    assert http.get(f"{root}/Items?$top=abc", timeout=5).status_code == 400
+    assert http.get(f"{root}/NoSuchSet", timeout=5).status_code == 404
+
+
+def test_reset_forgets_documents_settings_and_sessions(sim, connect, server):
+    http, root = connect("v1")
+    sim.seed({"service_layer": {"page_size": 5}, "company": {"reference_fields": ["Comments"]}})
+    http.post(f"{root}/InventoryGenEntries", json=issue([{"ItemCode": "A000", "Quantity": 1}], Comments="r"), timeout=5)
+    assert sim.documents_for("r") == ["1"]
+    requests.post(f"{server.url}/_admin/reset", timeout=5)
+    assert sim.documents_for("r") == [] and sim.config.page_size == 20
+    assert sim.company.config.reference_fields == ("Reference2",)
+    assert http.get(f"{root}/Items", timeout=5).status_code == 401
