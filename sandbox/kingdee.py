@@ -604,6 +604,9 @@ class KingdeeSimulator(Simulator):
         form = self.form(call.form_id)
         if op == "View":
             return self._view(form, data)
+        account = self.accounts.get(context["acct"])
+        if account is not None and context["user"] in account.read_only:
+            raise KError(2, f"用户“{context['user']}”没有{form.name}的“{op}”权限")
         if op in ("Save", "Draft", "BatchSave"):
             result, committed = self._save_op(form, op, data)
             if "beginmethod" in call.top:

@@ -28,27 +28,30 @@ DEFAULT_APP_SECRET = "0123456789abcdef0123456789abcdef"
 @dataclass
 class Account:
     """One data centre: ``users`` name → password, ``apps`` app id → app secret (an app
-    authorisation lets every user of the account in)."""
+    authorisation lets every user of the account in); ``read_only`` users may query but every
+    write answers MsgCode 2 (no permission)."""
 
     acct_id: str
     name: str = "演示数据中心"
     number: str = "demo"
     users: dict[str, str] = field(default_factory=dict)
     apps: dict[str, str] = field(default_factory=dict)
+    read_only: set[str] = field(default_factory=set)
     user_ids: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Account:
-        unknown = sorted(set(data) - {"acct_id", "name", "number", "users", "apps"})
+        unknown = sorted(set(data) - {"acct_id", "name", "number", "users", "apps", "read_only"})
         if unknown:
-            raise ValueError(f"accounts: {unknown[0]}: unknown key (known: acct_id, name, number, users, apps)")
+            raise ValueError(f"accounts: {unknown[0]}: unknown key (known: acct_id, name, number, users, apps, read_only)")
         if not isinstance(data.get("acct_id"), str) or not data["acct_id"]:
             raise ValueError("accounts: acct_id must be a non-empty string")
         users, apps = data.get("users", {}), data.get("apps", {})
         if not isinstance(users, Mapping) or not isinstance(apps, Mapping):
             raise ValueError("accounts: users and apps must be objects (name → password, app id → secret)")
         return cls(str(data["acct_id"]), str(data.get("name", "演示数据中心")), str(data.get("number", "demo")),
-                   {str(k): str(v) for k, v in users.items()}, {str(k): str(v) for k, v in apps.items()})
+                   {str(k): str(v) for k, v in users.items()}, {str(k): str(v) for k, v in apps.items()},
+                   {str(u) for u in data.get("read_only", ())})  # type: ignore[union-attr]
 
     def user_id(self, user: str) -> int:
         return self.user_ids.setdefault(user, 100000 + len(self.user_ids) + 1)

@@ -187,3 +187,14 @@ def test_data_centre_list_and_logout(k3: K3):
     k3.login()
     assert k3.call("LogOut", {}, service=AUTH) is True
     assert lost(k3.call("ExecuteBillQuery", QUERY))
+
+
+def test_read_only_users_get_msgcode_2_on_writes():
+    sim = KingdeeSimulator(accounts=[Account(ACCT, users={"viewer": "p"}, read_only={"viewer"})])
+    with sim.serve() as srv:
+        k3 = K3(srv.url)
+        k3.login("viewer", "p")
+        assert k3.call("ExecuteBillQuery", QUERY) == []
+        save = k3.save("BD_STOCK", {"Model": {"FNumber": "X", "FName": "x"}})
+        assert save["ResponseStatus"]["MsgCode"] == 2 and save["Id"] == ""
+        assert k3.op("Submit", "BD_STOCK", {"Numbers": ["X"]})["MsgCode"] == 2
