@@ -653,9 +653,7 @@ class SapB1Simulator(Simulator):
         method = sub.method
         if method == "POST" and headers.get("X-HTTP-Method-Override"):
             method = headers.get("X-HTTP-Method-Override", "").upper()
-        reply = self._handle(ctx, method, path, MultiDict(parse_qsl(query, keep_blank_values=True)), sub.body)
-        reply.headers.setdefault("Content-Type", CONTENT_TYPE[sub_version]) if reply.body is not None else None
-        return reply
+        return self._handle(ctx, method, path, MultiDict(parse_qsl(query, keep_blank_values=True)), sub.body)
 
     def _sub_response(self, version: str, reply: Reply, content_id: str | None) -> SubResponse:
         body = b"" if reply.body is None else (

@@ -87,9 +87,7 @@ def _headers(block: str) -> dict[str, str]:
 
 def _mime(part: str) -> tuple[dict[str, str], str]:
     head, sep, rest = part.partition(CRLF + CRLF)
-    if not sep:
-        if "\n\n" in part:  # bare LF: the Service Layer insists on CRLF
-            raise B1Error(-1000, INCOMPLETE)
+    if not sep:   # includes bare-LF bodies: the Service Layer insists on CRLF
         raise B1Error(-1000, INCOMPLETE)
     return _headers(head), rest
 

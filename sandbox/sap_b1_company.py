@@ -199,8 +199,8 @@ class Company:
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"series.{entity_set}[{index}]: needs Series and NextNumber integers") from None
             table[number] = Series(number, str(row.get("Name", f"Series {number}")), next_number)
-            if row.get("Default") or default is None:
-                default = number if row.get("Default") or default is None else default
+            if default is None or row.get("Default"):   # the first series unless one says Default
+                default = number
         if not table:
             raise ValueError(f"series.{entity_set}: give at least one series")
         with self.lock:
