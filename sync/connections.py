@@ -7,7 +7,7 @@ HTTP session, which is not safe to share between threads, so each thread gets it
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,9 +22,11 @@ from sync.store import Connection, ConnectionStatus, Store
 class Connections:
     """Name → settings, connector (per thread) and store row id."""
 
-    def __init__(self, store: Store, settings: Mapping[str, ConnectionSettings]) -> None:
+    def __init__(self, store: Store, settings: Mapping[str, ConnectionSettings], *,
+                 factory: Callable[[str, ConnectionSettings], Connector] | None = None) -> None:
         self.store = store
         self.settings = dict(settings)
+        self._factory = factory or _from_registry
         self._local = threading.local()
         self._ids: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -41,7 +43,7 @@ class Connections:
         cache: dict[str, Connector] = self._local.__dict__.setdefault("connectors", {})
         if name not in cache:
             settings = self._settings(name)
-            connector = registry.get(settings.platform)(settings, name=name)
+            connector = self._factory(name, settings)
             cache[name] = connector
             with self._lock:
                 self._built.append(connector)
@@ -93,6 +95,10 @@ class Connections:
         except KeyError:
             known = ", ".join(self.names()) or "none"
             raise ConfigError(f"connection {name!r} is not configured (configured: {known})") from None
+
+
+def _from_registry(name: str, settings: ConnectionSettings) -> Connector:
+    return registry.get(settings.platform)(settings, name=name)
 
 
 def ensure_connection(session: Session, name: str, platform: str) -> int:

@@ -64,3 +64,12 @@ def test_unknown_connection_names_the_configured_ones(store):
     connections = Connections(store, {"kd": ConnectionSettings(platform="kingdee", url="http://x")})
     with pytest.raises(ConfigError, match="configured: kd"):
         connections.connector("nope")
+
+
+def test_systems_fixture_wires_simulators_to_connections(systems):
+    from tests.sync.conftest import KINGDEE, REFERENCE
+
+    running = systems(kd=KINGDEE, ref=REFERENCE)
+    for name in ("kd", "ref"):
+        assert running.connections.connector(name).check().ok
+    assert running.sims["kd"].ledger.balances()  # seeded opening stock
