@@ -27,7 +27,28 @@ Seed (``POST /_admin/seed``) adds to the base keys::
                  "STK_InStock": [{"FBillNo": "...", "FDocumentStatus": "C", "FInStockEntry": [...]}]}}
 
 ``records`` are Save models (plus ``FDocumentStatus``, ``FForbidStatus``, ``FModifyDate``,
-``FCreateDate``); audited bills post their stock (negative allowed) as they load.
+``FCreateDate``); audited bills post their stock (negative allowed) as they load. An account may
+list ``read_only`` users: their writes answer MsgCode 2.
+
+Where the vendor doc leaves a choice, the simulator takes one (each is tested):
+
+* ExecuteBillQuery wraps *every* failure twice, MsgCode 1 included; BillQuery's are bare.
+* Status refusals (Submit outside A/D, Audit outside B, Delete of B/C, Save of B/C...) are
+  MsgCode 12; validation (unknown numbers, required fields, duplicate FBillNo, negative stock) 11;
+  an unknown Id/Number 10; no Ids and no Numbers 5. Success omits ``ErrorCode``.
+* Only head fields asked for (FieldKeys, FilterString, OrderString) → one row per bill; any entry
+  field → one row per line (a bill without lines gives one row of nulls).
+* Strings compare as SQL Server's default collation does: case-insensitive, trailing blanks ignored.
+* Unknown Model keys are ignored; a bin sent for a warehouse without locations is dropped; a
+  warehouse with locations requires one; a batch-managed material requires a lot (lots are created
+  on first use); base quantities equal quantities (no unit conversion).
+* A Draft (Z) has no FBillNo until it is saved; Z cannot be submitted.
+* Ledger document refs are the FBillNo. NeedReturnData gives base data as ``{"FNumber": ...}``.
+* Injected rate limits answer the rule's status (429 by default) with ``Retry-After`` and MsgCode 14
+  in the operation's envelope; injected errors ``text/plain`` ``response_error:`` with the rule's
+  status; an injected session expiry kills the session and lets the call re-authenticate (signed
+  callers get a new session silently, session callers MsgCode 1).
+* Limit above the maximum is capped silently (doc §13 leaves it open).
 """
 from __future__ import annotations
 
@@ -57,7 +78,7 @@ from sandbox.faults import Decision, DecisionKind, RequestInfo
 from sandbox.jsonio import json_response
 from sandbox.kingdee_auth import (LCIDS, Account, PassportError, default_account, login_sign,
                                   signature_headers_present, verify_signature)
-from sandbox.kingdee_forms import (BILLTYPE, BOOL, CUSTOMER, DATE, DECIMAL, ENUM, INT, INVENTORY, LOCATION, LOT,
+from sandbox.kingdee_forms import (BILLTYPE, BOOL, CUSTOMER, DATE, DECIMAL, ENUM, INT, LOCATION, LOT,
                                    MATERIAL, ORG, PK, REF, STATUS, STOCK, SUPPLIER, TEXT, UNIT, FieldDef, Form,
                                    build_forms)
 from sandbox.ledger import Entry, LedgerError, NegativeStock, StockKey
@@ -69,6 +90,7 @@ SESSION_LOST = "会话信息已丢失，请重新登录"
 ALLOW_NEGATIVE_FLAG = "STK_InvCheckResult"
 STATUS_NAMES = {"Z": "暂存", "A": "创建", "B": "审核中", "C": "已审核", "D": "重新审核"}
 AVAILABLE_STATUS = "KCZT01_SYS"
+MATERIAL_PK = "FMATERIALID"
 
 _SERVICE = re.compile(r"^/k3cloud/(?P<service>[^/]+?)(?:\.common)?\.kdsvc$", re.IGNORECASE)
 _FORM_SERVICE = "kingdee.bos.webapi.servicesstub.dynamicformservice."
@@ -1510,8 +1532,6 @@ class KingdeeSimulator(Simulator):
         with self.lock:
             return copy.deepcopy(self._find_target(self.forms[form_id.lower()], number=number))
 
-
-MATERIAL_PK = "FMATERIALID"
 
 
 def model_has(model: Mapping[str, Any], key: str) -> bool:

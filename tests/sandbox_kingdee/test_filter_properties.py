@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandbox.kingdee import KingdeeSimulator
-from sandbox.server import SimulatorServer
 from sandbox.world import World, WorldItem
 from tests.sandbox_kingdee.conftest import K3
 
