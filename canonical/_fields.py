@@ -16,7 +16,15 @@ from functools import lru_cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BeforeValidator, GetCoreSchemaHandler, ValidationInfo, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    GetCoreSchemaHandler,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError, core_schema
 
 CODE_MAX_LENGTH = 64
@@ -61,17 +69,9 @@ def to_decimal(value: object) -> Decimal:
     floats: 0.1 must become Decimal("0.1"), not 0.1000000000000000055511151231257827.
     Booleans are refused although they are ints: a True quantity is a mapping bug.
     """
-    if isinstance(value, bool):
-        raise TypeError("must be a number, not a boolean")
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int):
-        result = Decimal(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"must be a finite number (got {value!r})")
-        result = Decimal(str(value))
-    elif isinstance(value, str):
+    # str first: it is what JSON input brings, and no type is both a str and a
+    # number, so the order of these tests does not change the outcome.
+    if isinstance(value, str):
         try:
             # Decimal() accepts "1_000"; in vendor data that is garbage, not a thousand.
             if "_" in value:
@@ -79,6 +79,16 @@ def to_decimal(value: object) -> Decimal:
             result = Decimal(value.strip())
         except InvalidOperation:
             raise ValueError(f"must be a number (got {value!r})") from None
+    elif isinstance(value, bool):
+        raise TypeError("must be a number, not a boolean")
+    elif isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number (got {value!r})")
+        result = Decimal(str(value))
     else:
         raise TypeError(f"must be a number (got {type(value).__name__})")
     if not result.is_finite():
@@ -90,10 +100,14 @@ def decimal_places(value: Decimal) -> int:
     """Decimal places that carry information: 1.500 has 1, 2.000 and 2E+1 have 0."""
     if value.is_zero():
         return 0
+    # Fast path for whole numbers, the usual quantity. to_integral_value() keeps
+    # every digit (it is not limited by the context precision) and == is exact.
+    if value.is_finite() and value == value.to_integral_value():
+        return 0
     # Count from the digits rather than normalize(), which would round a value
     # longer than the context precision.
     _, digits, exponent = value.as_tuple()
-    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    trailing_zeros = len(digits) - len(bytes(digits).rstrip(b"\0"))
     return max(0, -(exponent + trailing_zeros))  # type: ignore[operator]
 
 
@@ -107,29 +121,44 @@ def _decimal_field(value: object) -> Decimal:
     if not result.is_zero():
         if result.adjusted() > _MAX_ADJUSTED_EXPONENT:
             raise PydanticCustomError("decimal_too_large", "is too large (must be below 1e18)")
-        if decimal_places(result) > _MAX_DECIMAL_PLACES:
+        # A whole number has no decimal places; skip the call for it.
+        if result != result.to_integral_value() and decimal_places(result) > _MAX_DECIMAL_PLACES:
             raise PydanticCustomError(
                 "decimal_too_precise", f"has more than {_MAX_DECIMAL_PLACES} decimal places"
             )
     return result
 
 
-def _non_negative(value: Decimal) -> Decimal:
-    if value < 0:
+def _non_negative_decimal_field(value: object) -> Decimal:
+    # One call instead of a before and an after validator: same checks, same order.
+    result = _decimal_field(value)
+    if result < 0:
         raise PydanticCustomError("decimal_negative", "must not be negative")
-    return value
+    return result
 
 
-def _positive(value: Decimal) -> Decimal:
-    if value <= 0:
+def _positive_decimal_field(value: object) -> Decimal:
+    result = _decimal_field(value)
+    if result <= 0:
         raise PydanticCustomError("decimal_not_positive", "must be greater than zero")
-    return value
+    return result
+
+
+def _positive_quantity_field(value: object) -> Decimal:
+    # A reversal is a return kind or a count loss, never a negative line:
+    # every vendor we target rejects negative quantities on these documents.
+    result = _decimal_field(value)
+    if result <= 0:
+        raise PydanticCustomError("quantity_not_positive", "must be greater than zero")
+    return result
 
 
 # Any finite decimal (balances may be negative where the ERP allows it).
 DecimalValue = Annotated[Decimal, BeforeValidator(_decimal_field)]
-NonNegativeDecimal = Annotated[DecimalValue, AfterValidator(_non_negative)]
-PositiveDecimal = Annotated[DecimalValue, AfterValidator(_positive)]
+NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_non_negative_decimal_field)]
+PositiveDecimal = Annotated[Decimal, BeforeValidator(_positive_decimal_field)]
+# A movement line's quantity: always > 0, the movement's kind gives the sign.
+PositiveQuantity = Annotated[Decimal, BeforeValidator(_positive_quantity_field)]
 
 
 # ---------------------------------------------------------------------- codes
@@ -139,6 +168,14 @@ def _first_invisible(text: str) -> tuple[int, str] | None:
     # Cc are control characters, Cf invisible format characters (zero-width
     # space, BOM, bidi marks); pasted from spreadsheets, they make two codes
     # that look identical compare different.
+    #
+    # Fast path: str.isprintable() is False for every Cc and Cf character
+    # (Python's "Other" and "Separator" categories, from the same Unicode
+    # database as unicodedata), so a printable string has none and needs no
+    # per-character look-up. Only the rare string with some non-printable
+    # character (Cc, Cf, but also e.g. U+3000 or private use) is walked.
+    if text.isprintable():
+        return None
     for pos, char in enumerate(text):
         if unicodedata.category(char) in ("Cc", "Cf"):
             return pos, char
@@ -153,13 +190,28 @@ def _clean_code(value: str) -> str:
         raise PydanticCustomError(
             "code_too_long", f"must be at most {CODE_MAX_LENGTH} characters (got {len(value)})"
         )
-    if found := _first_invisible(value):
+    if not value.isprintable() and (found := _first_invisible(value)):
         pos, char = found
         raise PydanticCustomError(
             "code_control_character",
             f"must not contain control or invisible characters (U+{ord(char):04X} at position {pos})",
         )
     return value
+
+
+def clean_unit_code(value: str) -> str:
+    # _clean_code then str.upper, in one call.
+    return _clean_code(value).upper()
+
+
+def _optional_code(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    # OptionalCode in one Python call for the usual input, an exact str: what
+    # _blank_to_none followed by Code would do to it. Anything else (None,
+    # bytes, wrong types) takes the general path with pydantic's own errors.
+    if value.__class__ is str:
+        value = value.strip()  # type: ignore[attr-defined]
+        return _clean_code(value) if value else None
+    return handler(_blank_to_none(value))
 
 
 def _blank_to_none(value: object) -> object:
@@ -181,18 +233,18 @@ def _clean_name(value: str) -> str:
     return value
 
 
-_CODE_SCHEMA = WithJsonSchema({"type": "string", "minLength": 1, "maxLength": CODE_MAX_LENGTH})
+CODE_JSON_SCHEMA = WithJsonSchema({"type": "string", "minLength": 1, "maxLength": CODE_MAX_LENGTH})
 
 # An identifier: sku, warehouse code, bin, lot, reference. Case is kept (vendors
 # differ on case sensitivity, so we do not guess).
-Code = Annotated[str, AfterValidator(_clean_code), _CODE_SCHEMA]
-OptionalCode = Annotated[Code | None, BeforeValidator(_blank_to_none)]
+Code = Annotated[str, AfterValidator(_clean_code), CODE_JSON_SCHEMA]
+OptionalCode = Annotated[Code | None, WrapValidator(_optional_code)]
 # A required human-readable name: stripped, not empty, otherwise free text.
 Name = Annotated[str, AfterValidator(_clean_name)]
 # Optional free text: stripped; blank means absent.
 Text = Annotated[str | None, BeforeValidator(_blank_to_none), AfterValidator(_strip_text)]
 # Unit codes are the one code we normalise: "kg", "Kg " and "KG" are one unit.
-UnitCode = Annotated[str, AfterValidator(_clean_code), AfterValidator(str.upper), _CODE_SCHEMA]
+UnitCode = Annotated[str, AfterValidator(clean_unit_code), CODE_JSON_SCHEMA]
 
 
 def normalise_unit_code(code: str) -> str:

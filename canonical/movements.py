@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ._fields import Code, DecimalValue, NonNegativeDecimal, OptionalCode, Text, Timestamp, raise_issues
+from ._fields import Code, NonNegativeDecimal, OptionalCode, PositiveQuantity, Text, Timestamp, raise_issues
 from ._precision import precision_issue
 from .base import CanonicalModel
 from .master import Partner, PartnerRole
@@ -38,11 +38,12 @@ class MovementKind(StrEnum):
     misc_issue = "misc_issue"  # 其他出库
     scrap = "scrap"  # 报损
 
+    # The rules of a kind never change, so they are looked up in tables built
+    # once below rather than recomputed (validation reads them for every line).
+
     @property
     def direction(self) -> Literal["in", "out", "transfer"]:
-        if self is MovementKind.transfer:
-            return "transfer"
-        return "in" if self in _INBOUND else "out"
+        return _DIRECTION[self]
 
     @property
     def partner_role(self) -> PartnerRole | None:
@@ -52,7 +53,7 @@ class MovementKind(StrEnum):
     @property
     def stock_sign(self) -> StockSign:
         """Inbound (0, +1), outbound (-1, 0), transfer (-1, +1)."""
-        return {"in": StockSign(0, 1), "out": StockSign(-1, 0), "transfer": StockSign(-1, 1)}[self.direction]
+        return _STOCK_SIGN[self]
 
 
 _INBOUND = frozenset(
@@ -64,6 +65,13 @@ _PARTNER_ROLE = {
     MovementKind.sales_issue: PartnerRole.customer,
     MovementKind.sales_return: PartnerRole.customer,
 }
+_DIRECTION: dict[MovementKind, Literal["in", "out", "transfer"]] = {
+    kind: "transfer" if kind is MovementKind.transfer else "in" if kind in _INBOUND else "out" for kind in MovementKind
+}
+_SIGN_OF_DIRECTION = {"in": StockSign(0, 1), "out": StockSign(-1, 0), "transfer": StockSign(-1, 1)}
+_STOCK_SIGN = {kind: _SIGN_OF_DIRECTION[direction] for kind, direction in _DIRECTION.items()}
+# Which warehouse sides a line of each kind needs: (from, to).
+_NEEDS_SIDES = {kind: (sign.from_warehouse != 0, sign.to_warehouse != 0) for kind, sign in _STOCK_SIGN.items()}
 
 
 class StockDelta(NamedTuple):
@@ -84,7 +92,7 @@ class MovementLine(CanonicalModel):
 
     line_no: int = Field(ge=1)
     sku: Code
-    quantity: DecimalValue  # always > 0; the kind gives the sign
+    quantity: PositiveQuantity  # always > 0; the kind gives the sign
     unit: KnownUnitCode
     from_warehouse: OptionalCode = None
     from_bin: OptionalCode = None
@@ -96,20 +104,14 @@ class MovementLine(CanonicalModel):
     _key_fields: ClassVar[tuple[str, ...]] = ("line_no",)
     _label_fields: ClassVar[tuple[str, ...]] = ("line_no", "sku")
 
-    @field_validator("quantity")
-    @classmethod
-    def _positive(cls, value: Decimal) -> Decimal:
-        # A reversal is a return kind or a count loss, never a negative line:
-        # every vendor we target rejects negative quantities on these documents.
-        if value <= 0:
-            raise PydanticCustomError("quantity_not_positive", "must be greater than zero")
-        return value
-
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> MovementLine:
-        issues = []
-        if issue := precision_issue(("quantity",), self.quantity, self.unit, info.context):
-            issues.append(issue)
+        issue = precision_issue(("quantity",), self.quantity, self.unit, info.context)
+        if issue is None and (self.from_bin is None or self.from_warehouse is not None) and (
+            self.to_bin is None or self.to_warehouse is not None
+        ):
+            return self  # the usual case: nothing to report
+        issues = [issue] if issue else []
         for side in ("from", "to"):
             if getattr(self, f"{side}_bin") is not None and getattr(self, f"{side}_warehouse") is None:
                 issues.append(
@@ -153,6 +155,8 @@ class Movement(CanonicalModel):
 
     @model_validator(mode="after")
     def _rules_of_kind(self) -> Movement:
+        if self._follows_rules_of_kind():
+            return self  # the usual case: nothing to report, no messages to build
         issues: list[Any] = []
         first_seen: dict[int, int] = {}
         for i, line in enumerate(self.lines):
@@ -167,9 +171,33 @@ class Movement(CanonicalModel):
         raise_issues(type(self).__name__, issues)
         return self
 
+    def _follows_rules_of_kind(self) -> bool:
+        """True when _rules_of_kind has nothing to report: a quick yes/no over the
+        same rules, so the issue lists and messages are only built for bad records."""
+        kind = self.kind
+        needs_from, needs_to = _NEEDS_SIDES[kind]
+        lines = self.lines
+        if len(lines) > 1 and len({line.line_no for line in lines}) != len(lines):
+            return False
+        for line in lines:
+            if (line.from_warehouse is None) is needs_from or (line.to_warehouse is None) is needs_to:
+                return False
+            if (
+                kind is MovementKind.transfer
+                and line.from_warehouse is not None
+                and line.from_warehouse == line.to_warehouse
+                and (line.from_bin is None or line.to_bin is None or line.from_bin == line.to_bin)
+            ):
+                return False
+        role = _PARTNER_ROLE.get(kind)
+        if role is None:
+            return True
+        party = self.counterparty
+        return party is not None and party.role.can_act_as(role)
+
     def _warehouse_issues(self, i: int, line: MovementLine) -> list[Any]:
         kind = self.kind
-        needs_from, needs_to = (sign != 0 for sign in kind.stock_sign)
+        needs_from, needs_to = _NEEDS_SIDES[kind]
         issues: list[Any] = []
         for side, needed in (("from", needs_from), ("to", needs_to)):
             value = getattr(line, f"{side}_warehouse")

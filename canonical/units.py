@@ -11,7 +11,15 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from ._fields import PositiveDecimal, Text, UnitCode, normalise_unit_code, to_decimal
+from ._fields import (
+    CODE_JSON_SCHEMA,
+    PositiveDecimal,
+    Text,
+    UnitCode,
+    clean_unit_code,
+    normalise_unit_code,
+    to_decimal,
+)
 from .base import CanonicalModel
 
 __all__ = ["KnownUnitCode", "Unit", "UnitCatalog", "UnitConversion", "catalog_from_context", "quantize"]
@@ -95,10 +103,17 @@ def _default_catalog() -> UnitCatalog:
 
 def catalog_from_context(context: Any) -> UnitCatalog:
     """The catalog in the validation context, or the default one."""
-    units = context.get("units") if isinstance(context, Mapping) else None
+    # Exact-type checks first: this runs for every unit field and line, and the
+    # context is nearly always a plain dict holding a UnitCatalog.
+    if context.__class__ is dict or isinstance(context, Mapping):
+        units = context.get("units")
+    else:
+        units = None
     if units is None:
         return UnitCatalog.default()
-    return units if isinstance(units, UnitCatalog) else UnitCatalog(units)
+    if units.__class__ is UnitCatalog or isinstance(units, UnitCatalog):
+        return units
+    return UnitCatalog(units)
 
 
 def _known_unit(code: str, info: ValidationInfo) -> str:
@@ -107,8 +122,13 @@ def _known_unit(code: str, info: ValidationInfo) -> str:
     return code
 
 
+def _clean_known_unit(value: str, info: ValidationInfo) -> str:
+    # UnitCode's cleaning then _known_unit, in one call.
+    return _known_unit(clean_unit_code(value), info)
+
+
 # A unit code that must exist in the catalog in force.
-KnownUnitCode = Annotated[UnitCode, AfterValidator(_known_unit)]
+KnownUnitCode = Annotated[str, AfterValidator(_clean_known_unit), CODE_JSON_SCHEMA]
 
 
 class UnitConversion(CanonicalModel):
