@@ -40,6 +40,35 @@ class Flat(BaseModel):
     unit_cost: Decimal | None = None
 
 
+class PlainPartner(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    code: str
+    name: str
+    role: str
+
+
+class PlainLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    line_no: int
+    sku: str
+    quantity: Decimal
+    unit: str
+    from_warehouse: str | None = None
+    unit_cost: Decimal | None = None
+
+
+class PlainMovement(BaseModel):
+    """The same nested shape as the canonical Movement with types only: what nesting alone costs."""
+
+    model_config = ConfigDict(frozen=True)
+    reference: str
+    kind: str
+    document_date: date
+    posted_at: AwareDatetime
+    counterparty: PlainPartner
+    lines: tuple[PlainLine, ...]
+
+
 def records(n: int) -> tuple[bytes, bytes]:
     flat, nested = [], []
     for i in range(n):
@@ -74,12 +103,16 @@ def main() -> None:
     context = validation_context(units=UnitCatalog.default())
     assert len(hub.validate_json(nested_json, context=context)) == args.records  # warm and check
 
+    plain = TypeAdapter(list[PlainMovement])
     base_s = timed(lambda: baseline.validate_json(flat_json), args.repeat)
+    plain_s = timed(lambda: plain.validate_json(nested_json), args.repeat)
     hub_s = timed(lambda: hub.validate_json(nested_json, context=context), args.repeat)
     n = args.records
-    print(f"baseline TypeAdapter(list[Flat]).validate_json  {n} records  {base_s:.3f} s  {n / base_s:,.0f} rec/s")
-    print(f"canonical TypeAdapter(list[Movement])            {n} records  {hub_s:.3f} s  {n / hub_s:,.0f} rec/s")
-    print(f"ratio (canonical / baseline throughput): {base_s / hub_s:.2f}  (target >= 0.5)")
+    print(f"baseline TypeAdapter(list[Flat]).validate_json      {n} records  {base_s:.3f} s  {n / base_s:,.0f} rec/s")
+    print(f"nested, types only TypeAdapter(list[PlainMovement]) {n} records  {plain_s:.3f} s  {n / plain_s:,.0f} rec/s")
+    print(f"canonical TypeAdapter(list[Movement])               {n} records  {hub_s:.3f} s  {n / hub_s:,.0f} rec/s")
+    print(f"ratio canonical / flat baseline (P1, target >= 0.5): {base_s / hub_s:.2f}")
+    print(f"ratio canonical / same nested shape without rules:   {plain_s / hub_s:.2f}")
 
 
 if __name__ == "__main__":
