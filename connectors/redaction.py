@@ -106,20 +106,66 @@ def _mask_values(text: str) -> str:
         text = masked
 
 
+# (pattern, group whose end starts the secret value, what replaces the value)
+_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], int, str], ...] = (
+    (_USERINFO, 0, f"{MASK}@"),
+    (_BEARER, 1, f" {MASK}"),
+    (_JSON_PAIR, 1, f'"{MASK}"'),
+    (_REPR_PAIR, 1, f"'{MASK}'"),
+    (_JSON_SCALAR, 1, f'"{MASK}"'),
+    (_KV_PAIR, 1, MASK),
+)
+
+
+def _secret_spans(text: str) -> list[tuple[int, int, str]]:
+    """Every stretch of ``text`` to mask, found on the original text.
+
+    Registered values and secret-key patterns are all searched before anything is replaced, so
+    one cannot hide another: a registered value that also occurs inside a key name ("secret" in
+    "app_secret") no longer breaks the pattern that masks that key's value.
+    """
+    spans: list[tuple[int, int, str]] = []
+    values = _values_pattern
+    if values is not None:
+        spans.extend((m.start(), m.end(), MASK) for m in values.finditer(text))
+    for pattern, group, replacement in _VALUE_PATTERNS:
+        for m in pattern.finditer(text):
+            start = m.start() if group == 0 else m.end(group)
+            if m.end() > start:
+                spans.append((start, m.end(), replacement))
+    return spans
+
+
+def _apply(text: str, spans: list[tuple[int, int, str]]) -> str:
+    if not spans:
+        return text
+    spans.sort(key=lambda span: (span[0], -span[1]))
+    out: list[str] = []
+    position = 0
+    start, end, replacement = spans[0]
+    for next_start, next_end, next_replacement in spans[1:]:
+        if next_start < end:  # overlapping stretches are masked as one
+            if next_end > end:
+                end, replacement = next_end, MASK
+            continue
+        out.append(text[position:start])
+        out.append(replacement)
+        position = end
+        start, end, replacement = next_start, next_end, next_replacement
+    out.append(text[position:start])
+    out.append(replacement)
+    out.append(text[end:])
+    return "".join(out)
+
+
 def redact_text(text: str) -> str:
     """Mask registered secret values and secret-looking key/value pairs in free text."""
     if not text:
         return text
     if not isinstance(text, str):
         text = str(text)
-    text = _mask_values(text)
-    text = _USERINFO.sub(f"{MASK}@", text)
-    text = _BEARER.sub(rf"\1 {MASK}", text)
-    text = _JSON_PAIR.sub(rf'\1"{MASK}"', text)
-    text = _REPR_PAIR.sub(rf"\1'{MASK}'", text)
-    text = _JSON_SCALAR.sub(rf'\1"{MASK}"', text)
-    text = _KV_PAIR.sub(rf"\1{MASK}", text)
-    # The pattern passes insert masks; make sure none of them re-formed a registered value.
+    text = _apply(text, _secret_spans(text))
+    # The masks inserted may have re-formed a registered value ("a***" around a mask); clear those.
     return _mask_values(text)
 
 

@@ -276,3 +276,16 @@ def test_filter_leaves_structlog_event_dicts_to_their_own_chain():
     record = logging.LogRecord("sync", logging.INFO, __file__, 1, event, (), None)
     assert RedactingFilter().filter(record) is True
     assert record.msg is event
+
+
+def test_a_registered_value_inside_a_key_name_does_not_unmask_that_keys_value():
+    # Given a secret value that also occurs inside a secret key's name
+    register_secret("secret")
+    try:
+        # When a JSON pair with that key is redacted
+        text = redact_text('{"app_secret": "ab\\"cd\\"ef", "note": "a secret"}')
+    finally:
+        unregister_secret("secret")
+    # Then the key's value is still masked as a whole
+    assert "ab" not in text and "cd" not in text and "ef" not in text
+    assert "secret" not in text
