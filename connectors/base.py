@@ -12,9 +12,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from connectors.errors import ConnectorError
 
@@ -99,6 +100,19 @@ class Capabilities:
     rate_limit_per_second: float | None = None
     posting_calls: int = 1  # API calls to post one document (Kingdee Save+Submit+Audit = 3)
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+# An IANA zone name such as "Asia/Shanghai", checked when the settings are loaded; vendors that
+# send zone-less local times are read in the zone their connection declares.
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
 
 
 class ConnectionSettings(BaseModel):

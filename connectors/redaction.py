@@ -93,6 +93,20 @@ def unregister_secret(value: str | None) -> None:
             _rebuild()
 
 
+def registered() -> dict[str, frozenset[str]]:
+    """A copy of what is registered, for :func:`restore` (test isolation)."""
+    with _lock:
+        return dict(_values)
+
+
+def restore(saved: Mapping[str, frozenset[str]]) -> None:
+    """Put back what :func:`registered` returned, forgetting values registered since."""
+    with _lock:
+        _values.clear()
+        _values.update(saved)
+        _rebuild()
+
+
 def _mask_values(text: str) -> str:
     pattern = _values_pattern
     if pattern is None:

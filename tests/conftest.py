@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
+from connectors import redaction
 from tests import services
+
+
+@pytest.fixture(autouse=True)
+def _isolated_secrets():
+    """Secrets registered by one test (a config load, a login) must not mask another test's text."""
+    saved = redaction.registered()
+    yield
+    redaction.restore(saved)
 
 
 @pytest.fixture
