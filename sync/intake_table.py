@@ -137,6 +137,8 @@ def _read_row(line: int, cells: Sequence[object], columns: dict[int, str]) -> _R
             if not _is_blank([cell]):
                 row.problem("", f"column {_column_label(index)} has a value ({cell!s:.40}) but no header")
             continue
+        if _is_blank([cell]):
+            continue
         try:
             value = _CONVERT.get(column, to_text)(cell)
         except CellError as exc:
