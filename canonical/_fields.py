@@ -167,7 +167,8 @@ PositiveQuantity = Annotated[Decimal, BeforeValidator(_positive_quantity_field)]
 def _first_invisible(text: str) -> tuple[int, str] | None:
     # Cc are control characters, Cf invisible format characters (zero-width
     # space, BOM, bidi marks); pasted from spreadsheets, they make two codes
-    # that look identical compare different.
+    # that look identical compare different. Cs (a lone surrogate, from a
+    # mis-decoded file) cannot even be encoded to UTF-8 for hashing or storage.
     #
     # Fast path: str.isprintable() is False for every Cc and Cf character
     # (Python's "Other" and "Separator" categories, from the same Unicode
@@ -177,7 +178,7 @@ def _first_invisible(text: str) -> tuple[int, str] | None:
     if text.isprintable():
         return None
     for pos, char in enumerate(text):
-        if unicodedata.category(char) in ("Cc", "Cf"):
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
             return pos, char
     return None
 

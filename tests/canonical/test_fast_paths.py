@@ -23,7 +23,7 @@ from .conftest import line, movement
 
 def slow_first_invisible(text: str) -> tuple[int, str] | None:
     for pos, char in enumerate(text):
-        if unicodedata.category(char) in ("Cc", "Cf"):
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
             return pos, char
     return None
 
@@ -46,13 +46,13 @@ def test_every_control_or_format_character_is_non_printable():
     printable_but_rejected = [
         f"U+{cp:04X}"
         for cp in range(sys.maxunicode + 1)
-        if unicodedata.category(chr(cp)) in ("Cc", "Cf") and chr(cp).isprintable()
+        if unicodedata.category(chr(cp)) in ("Cc", "Cf", "Cs") and chr(cp).isprintable()
     ]
     assert printable_but_rejected == []
 
 
 # Characters from every general category, including the ones that are
-# non-printable but allowed in codes (Zs such as U+3000, Co, Cn, Cs, Zl, Zp).
+# non-printable but allowed in codes (Zs such as U+3000, Co, Cn, Zl, Zp) and lone surrogates (Cs, rejected).
 _SAMPLE_CHARS = st.one_of(
     st.characters(codec=None),
     st.sampled_from("\t\n\x00\x1f\x7f\x85\xad\u200b\u200e\u2028\u2029\u3000\ue000\ufeff\U000e0001\ud800\u0378 aZ-客"),
@@ -132,3 +132,11 @@ def test_kind_rule_tables_match_the_kind_definitions():
     for kind in MovementKind:
         inbound, outbound = kind.direction in ("in", "transfer"), kind.direction in ("out", "transfer")
         assert tuple(kind.stock_sign) == (-1 if outbound else 0, 1 if inbound else 0)
+
+
+def test_a_lone_surrogate_in_a_code_is_rejected_before_it_can_break_hashing():
+    from canonical import RecordInvalid, Warehouse, parse
+
+    with pytest.raises(RecordInvalid) as err:
+        parse(Warehouse, {"code": "WH\ud800", "name": "x"})
+    assert err.value.problems[0].field == "code"
