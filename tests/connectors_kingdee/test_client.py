@@ -400,3 +400,109 @@ def test_missing_credentials_are_a_config_error():
         K3CloudClient(SITE, Credentials(acct_id=ACCT, username=USER, app_id=APP_ID))
     with pytest.raises(ConfigError):
         K3CloudClient(SITE, Credentials(acct_id=ACCT, username=USER, auth="session", login="password"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact requests: path, every header (signatures recomputed for the fixed clock), body bytes
+
+
+def plain_headers(*, body_len: int, sid: str | None = None) -> dict[str, str]:
+    """What an unsigned (session-mode) request carries."""
+    headers = {
+        "User-Agent": USER_AGENT, "Accept-Encoding": requests.utils.default_headers()["Accept-Encoding"],
+        "Accept": "*/*", "Connection": "keep-alive", "Content-Type": "application/json",
+        "Content-Length": str(body_len), "Accept-Charset": "utf-8",
+    }
+    if sid:
+        headers["kdservice-sessionid"] = sid
+        headers["Cookie"] = f"kdservice-sessionid={sid}"
+    return headers
+
+
+def pin(mocked, service: str, body, sent: dict[str, str], **reply):
+    """Register ``service`` answering ``reply`` only to exactly ``body`` with exactly the ``sent`` headers."""
+    return mocked.add(responses.POST, url(service), match=[
+        matchers.header_matcher(sent, strict_match=True), matchers.body_matcher(compact(body).decode())], **reply)
+
+
+MODEL = {"FBillTypeID": {"FNumber": "RKD01_SYS"}, "FDate": "2025-01-15", "FStockOrgId": {"FNumber": "100"},
+         "FPurchaseOrgId": {"FNumber": "100"}, "FSupplierId": {"FNumber": "VEN001"}, "FBillNo": "R-1",
+         "FNote": "mv-42", "FInStockEntry": [{"FMaterialId": {"FNumber": "MAT001"}, "FUnitID": {"FNumber": "PCS"},
+                                              "FRealQty": 10, "FStockId": {"FNumber": "CK001"}}]}
+
+
+def test_save_request_is_pinned(mocked):
+    # Given a signature client at a fixed clock
+    client = signature_client()
+    body = {"formid": "STK_InStock", "data": {"NeedReturnFields": ["FBillNo"], "IsDeleteEntry": "true",
+                                              "Model": MODEL}}
+    path = f"/k3cloud/{FORM}Save.common.kdsvc"
+    call = pin(mocked, FORM + "Save", body, signed_headers(path, body_len=len(compact(body))),
+               json={"Result": {"ResponseStatus": ok_status(SuccessEntitys=[{"Id": 100001, "Number": "R-1",
+                                                                             "DIndex": 0}]),
+                                "Id": 100001, "Number": "R-1", "NeedReturnData": [{"FBillNo": "R-1"}]}})
+    # When it saves the model
+    saved = client.save("STK_InStock", MODEL, record="purchase_receipt R-1")
+    # Then exactly that request went out, and the answer is read
+    assert call.call_count == 1 and (saved.id, saved.number) == ("100001", "R-1")
+
+
+def test_save_with_negative_stock_flags_request_is_pinned(mocked):
+    client = signature_client()
+    options = {"InterationFlags": "STK_InvCheckResult", "IgnoreInterationFlag": "true"}
+    body = {"formid": "STK_InStock", "data": {"NeedReturnFields": ["FBillNo"], "IsDeleteEntry": "true",
+                                              "IsAutoSubmitAndAudit": "true", **options, "Model": MODEL}}
+    path = f"/k3cloud/{FORM}Save.common.kdsvc"
+    pin(mocked, FORM + "Save", body, signed_headers(path, body_len=len(compact(body))),
+        json={"Result": {"ResponseStatus": ok_status(), "Id": 7, "Number": "R-1"}})
+    assert client.save("STK_InStock", MODEL, auto_submit_audit=True, options=options).id == "7"
+
+
+@pytest.mark.parametrize("op,options", [
+    ("Submit", None),
+    ("Audit", None),
+    ("Audit", {"InterationFlags": "STK_InvCheckResult", "IgnoreInterationFlag": "true"}),
+])
+def test_submit_and_audit_requests_are_pinned(mocked, op, options):
+    client = signature_client()
+    body = {"formid": "STK_InStock", "data": {"Ids": "100001,100002", **(options or {})}}
+    path = f"/k3cloud/{FORM}{op}.common.kdsvc"
+    call = pin(mocked, FORM + op, body, signed_headers(path, body_len=len(compact(body))),
+               json={"Result": {"ResponseStatus": ok_status(SuccessEntitys=[
+                   {"Id": 100001, "Number": "R-1", "DIndex": 0}, {"Id": 100002, "Number": "R-2", "DIndex": 1}])}})
+    status = client.operate(op, "STK_InStock", ["100001", 100002], options=options)
+    assert call.call_count == 1 and status.success and len(status.success_entities) == 2
+
+
+def test_query_request_carries_the_session_the_server_issued_and_is_still_signed(mocked):
+    client = signature_client()
+    first = {"data": {"FormId": "BD_STOCK", "FieldKeys": "FNumber", "FilterString": "", "OrderString": "",
+                      "TopRowCount": 0, "StartRow": 0, "Limit": 2000}}
+    path = f"/k3cloud/{FORM}ExecuteBillQuery.common.kdsvc"
+    pin(mocked, FORM + "ExecuteBillQuery", first, signed_headers(path, body_len=len(compact(first))),
+        json=[["CK001"]], headers={"Set-Cookie": "kdservice-sessionid=sid-9; path=/"})
+    second = {"data": {**first["data"], "FieldKeys": "FNumber,FName", "StartRow": 1, "Limit": 1}}
+    pin(mocked, FORM + "ExecuteBillQuery", second,
+        signed_headers(path, sid="sid-9", body_len=len(compact(second))), json=[["CK002", "仓二"]])
+    assert client.execute_bill_query("BD_STOCK", ["FNumber"]) == [["CK001"]]
+    assert client.execute_bill_query("BD_STOCK", ["FNumber", "FName"], start_row=1, limit=1) == [["CK002", "仓二"]]
+
+
+@pytest.mark.parametrize("login,op,params", [
+    ("password", "ValidateUser", [ACCT, USER, PASSWORD, 2052]),
+    ("app_secret", "LoginByAppSecret", [ACCT, USER, APP_ID, APP_SECRET, 2052]),
+])
+def test_login_requests_are_pinned_and_unsigned_then_the_session_is_used(mocked, login, op, params):
+    # Given a session client
+    client = session_client(login)
+    body = {"parameters": params}
+    logged = pin(mocked, AUTH + op, body, plain_headers(body_len=len(compact(body))), json=login_ok("sid-7"),
+                 headers={"Set-Cookie": "kdservice-sessionid=sid-7; path=/"})
+    query = {"data": {"FormId": "BD_STOCK", "FieldKeys": "FNumber", "FilterString": "", "OrderString": "",
+                      "TopRowCount": 0, "StartRow": 0, "Limit": 2000}}
+    queried = pin(mocked, FORM + "ExecuteBillQuery", query, plain_headers(body_len=len(compact(query)), sid="sid-7"),
+                  json=[["CK001"]])
+    # When it queries: one login with exactly the positional parameters and no signature,
+    # then the query on the session (header and cookie), unsigned
+    assert client.execute_bill_query("BD_STOCK", ["FNumber"]) == [["CK001"]]
+    assert logged.call_count == 1 and queried.call_count == 1 and client.session_id == "sid-7"
