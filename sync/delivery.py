@@ -1,0 +1,465 @@
+"""Delivering outbox rows to their target connections (DESIGN.md §5 "Push", RELIABILITY.md §1).
+
+One delivery of one row::
+
+    claim (lease, attempts+1; commit) → resolve codes for the target → [find(key) if the outcome
+    of an earlier attempt is unknown] → push(movement, key) with in-process retries → settle:
+    mark_sent | reschedule | pause the connection | dead-letter (error queue)
+
+- Rows of paused connections are not claimed; they wait until :func:`resume_connection`.
+- Codes (sku, warehouses, partner) are translated into the target's codes through the code map
+  (:func:`resolve_codes`); a code without a mapping is ``DependencyMissing``: deferred, retried.
+- ``outcome_unknown`` (an ambiguous answer, or a lease that expired mid-send): ``find(key)``
+  first. Found and posted → sent, nothing resent. Found but not posted → ``push(key)`` again,
+  which finishes that same document. Not found → ``push``.
+- ``connector.push`` runs inside :meth:`RetryPolicy.call` (Transient and RateLimited only).
+  Whatever still fails goes through :meth:`RetryPolicy.decide`.
+- Several due rows for a connector whose ``capabilities.max_batch > 1`` go through
+  ``push_many`` in chunks: each result is settled on its own, so in a partial failure the rows
+  that were created are marked sent with their receipts and never sent again.
+
+Every settle is compare-and-set on the lease (``sync.store.outbox``): a worker that lost its
+lease changes nothing and reports ``lost_lease``. All times are aware UTC.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+import canonical
+from connectors.base import Connector, Entity, Receipt
+from connectors.errors import ConnectorError, DependencyMissing
+from connectors.redaction import redact_text
+from sync import errorqueue
+from sync.connections import Connections
+from sync.push import movement_of
+from sync.retry import Decision, RetryPolicy, Verdict, error_kind
+from sync.store import Connection, ConnectionStatus, Movement, Outbox, OutboxStatus, Store, begin_write, utcnow
+from sync.store import outbox as ob
+from sync.store.outbox import _due, _not_held_back  # the claim rules, shared with claim_one
+
+log = logging.getLogger("erphub.sync.delivery")
+
+AMBIGUOUS_KINDS = frozenset({"ambiguous", ob.LEASE_EXPIRED, "internal"})
+
+
+class Outcome(StrEnum):
+    SENT = "sent"                # receipt recorded
+    RETRY = "retry"              # rescheduled (transient, rate limited)
+    RECONCILE = "reconcile"      # rescheduled as ambiguous: find() first next time
+    DEFERRED = "deferred"        # rescheduled: a dependency (code mapping) is missing
+    PAUSED = "paused"            # the connection was paused; the row waits, attempt not counted
+    DEAD_LETTER = "dead_letter"  # failed; an error-queue entry explains it
+    RELEASED = "released"        # handed back untried (its connection paused meanwhile)
+    LOST_LEASE = "lost_lease"    # another worker took the row over; nothing recorded
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    outbox_id: int
+    movement_id: int
+    reference: str
+    target: str
+    key: str
+    outcome: Outcome
+    attempts: int
+    document_id: str | None = None
+    document_number: str | None = None
+    settled_by_find: bool = False  # sent without sending again: find() showed it posted
+    pushed: bool = False  # push/push_many was called for this row in this delivery
+    error_kind: str | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    error_id: int | None = None
+
+
+@dataclass
+class _Job:
+    """What a delivery needs of a claimed row, read in the claim's transaction."""
+
+    outbox_id: int
+    movement_id: int
+    target_id: int
+    target: str
+    key: str
+    attempts: int
+    outcome_unknown: bool
+    had_errors: bool
+    created_at: datetime
+    reference: str
+    payload: dict[str, Any]
+    movement: canonical.Movement | None = None  # in the target's codes, once resolved
+
+
+# -- codes --------------------------------------------------------------------------------------
+
+
+def to_external(session: Session, connection_id: int, entity: str, canonical_code: str) -> str | None:
+    """The target's code for a canonical code, or None when it has no mapping.
+
+    The one switch-over point to the code map of ``sync.codemap`` (identity until it lands).
+    """
+    return canonical_code
+
+
+def resolve_codes(session: Session, connection_id: int, movement: canonical.Movement, *, target: str = "") -> (
+        canonical.Movement):
+    """``movement`` with sku, warehouses and partner in the target's codes; a missing mapping
+    raises ``DependencyMissing`` naming what is missing."""
+    missing: list[str] = []
+    cache: dict[tuple[str, str], str | None] = {}
+
+    def code(entity: Entity, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = (entity.value, value)
+        if key not in cache:
+            cache[key] = to_external(session, connection_id, entity.value, value)
+            if cache[key] is None:
+                missing.append(f"{entity.value[:-1]} {value!r}")
+        return cache[key] or value
+
+    lines = []
+    for line in movement.lines:
+        update_ = {"sku": code(Entity.ITEMS, line.sku), "from_warehouse": code(Entity.WAREHOUSES, line.from_warehouse),
+                   "to_warehouse": code(Entity.WAREHOUSES, line.to_warehouse)}
+        changed = {k: v for k, v in update_.items() if v != getattr(line, k)}
+        lines.append(line.model_copy(update=changed) if changed else line)
+    counterparty = movement.counterparty
+    if counterparty is not None:
+        mapped = code(Entity.PARTNERS, counterparty.code)
+        if mapped != counterparty.code:
+            counterparty = counterparty.model_copy(update={"code": mapped})
+    if missing:
+        raise DependencyMissing(f"no code in {target or f'connection {connection_id}'} for "
+                                f"{', '.join(dict.fromkeys(missing))}", record=movement.reference)
+    if counterparty is movement.counterparty and all(a is b for a, b in zip(lines, movement.lines, strict=True)):
+        return movement
+    return movement.model_copy(update={"lines": tuple(lines), "counterparty": counterparty})
+
+
+# -- claiming -----------------------------------------------------------------------------------
+
+
+def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds: float, now: datetime,
+              target_connection_ids: Iterable[int] | None = None) -> Outbox | None:
+    """Lease row ``outbox_id`` to ``worker_id`` if ``claim`` would hand it out now (due, not held
+    back by an older row with its ordering key, target allowed); the row, or None."""
+    begin_write(session)
+    candidate = select(Outbox.id).where(Outbox.id == outbox_id, _due(now), _not_held_back())
+    if target_connection_ids is not None:
+        candidate = candidate.where(Outbox.target_connection_id.in_(list(target_connection_ids)))
+    if session.connection().dialect.name == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True, of=Outbox)
+    if session.scalar(candidate) is None:
+        return None
+    claimed = session.scalar(
+        update(Outbox)
+        .where(Outbox.id == outbox_id, _due(now))
+        .values(
+            status=OutboxStatus.SENDING,
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Outbox.attempts + 1,
+            outcome_unknown=or_(Outbox.outcome_unknown, Outbox.status.in_((OutboxStatus.AMBIGUOUS, OutboxStatus.SENDING))),
+            updated_at=now,
+        )
+        .returning(Outbox.id)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed is None:
+        return None
+    return session.scalars(select(Outbox).where(Outbox.id == outbox_id)
+                           .execution_options(populate_existing=True)).one()
+
+
+def _jobs(session: Session, rows: Sequence[Outbox], connections: Connections) -> list[_Job]:
+    if not rows:
+        return []
+    movements = {m.id: m for m in session.scalars(select(Movement).where(Movement.id.in_({r.movement_id for r in rows})))}
+    names = {cid: connections.name_of(cid) for cid in {r.target_connection_id for r in rows}}
+    return [
+        _Job(outbox_id=r.id, movement_id=r.movement_id, target_id=r.target_connection_id,
+             target=names[r.target_connection_id], key=r.idempotency_key, attempts=r.attempts,
+             outcome_unknown=bool(r.outcome_unknown) or r.last_error_kind in AMBIGUOUS_KINDS,
+             had_errors=r.last_error_kind is not None, created_at=r.created_at,
+             reference=movements[r.movement_id].reference, payload=movements[r.movement_id].payload)
+        for r in rows
+    ]
+
+
+def active_targets(session: Session, connections: Connections, targets: Iterable[str] | None = None) -> dict[int, str]:
+    """Configured connections (all, or ``targets``) that are not paused: id → name."""
+    names = list(targets) if targets is not None else connections.names()
+    ids = {connections.id(name): name for name in names}
+    paused = set(session.scalars(select(Connection.id).where(Connection.id.in_(ids),
+                                                              Connection.status == ConnectionStatus.PAUSED)))
+    return {cid: name for cid, name in ids.items() if cid not in paused}
+
+
+# -- the public entry points --------------------------------------------------------------------
+
+
+def deliver_due(store: Store, connections: Connections, *, worker_id: str, limit: int = 50, policy: RetryPolicy,
+                now: datetime | None = None, targets: Iterable[str] | None = None) -> list[DeliveryResult]:
+    """Claim up to ``limit`` due rows (of ``targets``, default every configured connection that is
+    not paused), commit the leases, and deliver them. One result per claimed row."""
+    clock = _clock(now)
+    with store.session() as session:
+        active = active_targets(session, connections, targets)
+    if not active:
+        return []
+    with store.session(write=True) as session:
+        rows = ob.claim(session, worker_id=worker_id, limit=limit, lease_seconds=policy.lease_seconds, now=clock(),
+                        target_connection_ids=list(active))
+        jobs = _jobs(session, rows, connections)
+    return _Delivery(store, connections, worker_id, policy, clock).run(jobs)
+
+
+def deliver_one(store: Store, connections: Connections, outbox_id: int, *, worker_id: str, policy: RetryPolicy,
+                now: datetime | None = None) -> DeliveryResult | None:
+    """Claim row ``outbox_id`` if it is due now (and its connection not paused) and deliver it;
+    None when there was nothing to do (sent already, leased by another worker, not due yet,
+    held back by an older row of its ordering key, connection paused)."""
+    clock = _clock(now)
+    with store.session() as session:
+        active = active_targets(session, connections)
+    with store.session(write=True) as session:
+        row = claim_one(session, outbox_id, worker_id=worker_id, lease_seconds=policy.lease_seconds, now=clock(),
+                        target_connection_ids=list(active))
+        jobs = _jobs(session, [row] if row is not None else [], connections)
+    if not jobs:
+        return None
+    return _Delivery(store, connections, worker_id, policy, clock).run(jobs)[0]
+
+
+def sweep(store: Store, now: datetime | None = None) -> int:
+    """Re-queue rows whose lease expired (their worker died or hung): they become ambiguous and
+    are reconciled with ``find`` before anything is sent again. How many."""
+    with store.session(write=True) as session:
+        return ob.sweep_expired_leases(session, _clock(now)())
+
+
+def pause_connection(session: Session, connection_id: int, reason: str, *, now: datetime | None = None) -> None:
+    session.execute(update(Connection).where(Connection.id == connection_id)
+                    .values(status=ConnectionStatus.PAUSED, paused_reason=redact_text(reason)[:2000],
+                            updated_at=now or utcnow())
+                    .execution_options(synchronize_session=False))
+
+
+def resume_connection(session: Session, connection: int | str, *, now: datetime | None = None) -> bool:
+    """Let a paused connection deliver again; True if it was paused."""
+    where = Connection.id == connection if isinstance(connection, int) else Connection.name == connection
+    result = session.execute(update(Connection).where(where, Connection.status == ConnectionStatus.PAUSED)
+                             .values(status=ConnectionStatus.ACTIVE, paused_reason=None, updated_at=now or utcnow())
+                             .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0) > 0
+
+
+def _clock(now: datetime | None) -> Callable[[], datetime]:
+    if now is None:
+        return utcnow
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be timezone-aware, got {now.isoformat()}")
+    return lambda: now
+
+
+# -- one delivery run ---------------------------------------------------------------------------
+
+
+class _Delivery:
+    def __init__(self, store: Store, connections: Connections, worker_id: str, policy: RetryPolicy,
+                 clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.connections = connections
+        self.worker_id = worker_id
+        self.policy = policy
+        self.clock = clock
+
+    def run(self, jobs: list[_Job]) -> list[DeliveryResult]:
+        results: dict[int, DeliveryResult] = {}
+        by_target: dict[int, list[_Job]] = {}
+        for job in jobs:
+            by_target.setdefault(job.target_id, []).append(job)
+        for target_jobs in by_target.values():
+            for result in self._deliver_target(target_jobs):
+                results[result.outbox_id] = result
+        return [results[job.outbox_id] for job in jobs]
+
+    def _deliver_target(self, jobs: list[_Job]) -> list[DeliveryResult]:
+        results: list[DeliveryResult] = []
+        ready: list[_Job] = []
+        with self.store.session() as session:
+            for job in jobs:
+                try:
+                    job.movement = resolve_codes(session, job.target_id, movement_of(job.payload), target=job.target)
+                    ready.append(job)
+                except Exception as exc:  # DependencyMissing, or a payload that no longer validates
+                    results.append(self._failed(job, exc, pushed=False))
+        if not ready:
+            return results
+        try:
+            connector = self.connections.connector(ready[0].target)
+            max_batch = connector.capabilities.max_batch
+        except Exception as exc:  # ConfigError from a connector that cannot even be built
+            return results + self._fail_all(ready, exc)
+        # Rows to reconcile go one by one (find first); the others in push_many chunks when the
+        # connector has a bulk endpoint and there is more than one of them.
+        batchable = [j for j in ready if not j.outcome_unknown] if max_batch > 1 else []
+        if len(batchable) < 2:
+            batchable = []
+        in_batch = {j.outbox_id for j in batchable}
+        single = [j for j in ready if j.outbox_id not in in_batch]
+        for index, job in enumerate(single):
+            result = self._deliver_single(connector, job)
+            results.append(result)
+            if result.outcome is Outcome.PAUSED:
+                return results + self._release_all(single[index + 1:] + batchable)
+        for start in range(0, len(batchable), max_batch):
+            chunk_results = self._deliver_batch(connector, batchable[start:start + max_batch])
+            results.extend(chunk_results)
+            if any(r.outcome is Outcome.PAUSED for r in chunk_results):
+                return results + self._release_all(batchable[start + max_batch:])
+        return results
+
+    # -- one row ------------------------------------------------------------------------------
+
+    def _deliver_single(self, connector: Connector, job: _Job) -> DeliveryResult:
+        assert job.movement is not None
+        pushed = False
+        try:
+            if job.outcome_unknown:
+                found = self.policy.call(connector.find, job.key, what=f"find {job.key}")
+                if found is not None and found.posted:
+                    log.info("%s → %s: key %s found posted as %s; not sent again", job.reference, job.target, job.key,
+                             found.document_number or found.document_id)
+                    return self._sent(job, found, settled_by_find=True, pushed=False)
+            pushed = True
+            receipt = self.policy.call(connector.push, job.movement, job.key, what=f"push {job.key}")
+        except Exception as exc:
+            return self._failed(job, exc, pushed=pushed)
+        return self._sent(job, receipt, settled_by_find=False, pushed=True)
+
+    # -- several rows through push_many --------------------------------------------------------
+
+    def _deliver_batch(self, connector: Connector, jobs: list[_Job]) -> list[DeliveryResult]:
+        results: list[DeliveryResult] = []
+        pending = jobs
+        attempt = 1
+        while pending:
+            try:
+                outcomes: list[Receipt | ConnectorError | BaseException] = list(
+                    connector.push_many([(j.movement, j.key) for j in pending]))  # type: ignore[misc]
+                if len(outcomes) != len(pending):
+                    raise RuntimeError(f"push_many answered {len(outcomes)} results for {len(pending)} movements")
+            except Exception as exc:
+                outcomes = [exc] * len(pending)
+            again: list[tuple[_Job, BaseException]] = []
+            for job, outcome in zip(pending, outcomes, strict=True):
+                if isinstance(outcome, Receipt):
+                    results.append(self._sent(job, outcome, settled_by_find=False, pushed=True))
+                elif attempt < self.policy.inline_attempts and self.policy.retries_inline(outcome):
+                    again.append((job, outcome))
+                else:
+                    results.append(self._failed(job, outcome, pushed=True))
+            if not again:
+                break
+            self.policy.sleep(self.policy.batch_wait(attempt, [e for _, e in again]))
+            attempt += 1
+            pending = [j for j, _ in again]
+        return results
+
+    # -- settling -----------------------------------------------------------------------------
+
+    def _sent(self, job: _Job, receipt: Receipt, *, settled_by_find: bool, pushed: bool) -> DeliveryResult:
+        now = self.clock()
+        with self.store.session(write=True) as session:
+            ok = ob.mark_sent(session, job.outbox_id, worker_id=self.worker_id, now=now,
+                              receipt_document_id=receipt.document_id,
+                              receipt_document_number=receipt.document_number)
+            if ok and job.had_errors:
+                errorqueue.resolve_delivered(session, job.outbox_id, now=now)
+        if not ok:
+            log.warning("%s → %s: delivered as %s but the lease was lost; the next claimer will find it",
+                        job.reference, job.target, receipt.document_number or receipt.document_id)
+        return self._result(job, Outcome.SENT if ok else Outcome.LOST_LEASE, document_id=receipt.document_id,
+                            document_number=receipt.document_number, settled_by_find=settled_by_find, pushed=pushed)
+
+    def _failed(self, job: _Job, error: BaseException, *, pushed: bool) -> DeliveryResult:
+        if not isinstance(error, ConnectorError):
+            log.exception("%s → %s: unexpected %s", job.reference, job.target, type(error).__name__, exc_info=error)
+        now = self.clock()
+        decision = self.policy.decide(error, job.attempts, job.created_at, now)
+        kind = error_kind(error)
+        message = redact_text(str(error) if isinstance(error, ConnectorError) else f"{type(error).__name__}: {error}")
+        if decision.exhausted:
+            message = f"{decision.reason}; last error: {message}"
+        with self.store.session(write=True) as session:
+            outcome, error_id = self._settle_failure(session, job, decision, error, kind, message, now)
+        level = logging.ERROR if outcome in (Outcome.DEAD_LETTER, Outcome.PAUSED) else logging.INFO
+        log.log(level, "%s → %s (key %s, attempt %d): %s → %s", job.reference, job.target, job.key, job.attempts,
+                message, outcome.value)
+        return self._result(job, outcome, error_kind=kind, error=message, pushed=pushed,
+                            next_attempt_at=decision.at if outcome in (Outcome.RETRY, Outcome.RECONCILE,
+                                                                       Outcome.DEFERRED) else None,
+                            error_id=error_id)
+
+    def _settle_failure(self, session: Session, job: _Job, decision: Decision, error: BaseException, kind: str,
+                        message: str, now: datetime) -> tuple[Outcome, int | None]:
+        verdict = decision.verdict
+        if verdict in (Verdict.RETRY, Verdict.DEFER, Verdict.RECONCILE):
+            assert decision.at is not None
+            # Once unknown, stay unknown until settled: an earlier request may still land.
+            ambiguous = decision.ambiguous or job.outcome_unknown
+            ok = ob.reschedule(session, job.outbox_id, worker_id=self.worker_id, now=now,
+                               next_attempt_at=decision.at, error_kind=kind, error_message=message, ambiguous=ambiguous)
+            outcome = {Verdict.RETRY: Outcome.RETRY, Verdict.DEFER: Outcome.DEFERRED,
+                       Verdict.RECONCILE: Outcome.RECONCILE}[verdict]
+            return (outcome if ok else Outcome.LOST_LEASE), None
+        if verdict is Verdict.PAUSE:
+            ok = ob.release(session, job.outbox_id, worker_id=self.worker_id, now=now)
+            pause_connection(session, job.target_id, f"{kind}: {message}", now=now)
+            log.error("connection %s paused: %s", job.target, message)
+            return (Outcome.PAUSED if ok else Outcome.LOST_LEASE), None
+        ok = ob.mark_failed(session, job.outbox_id, worker_id=self.worker_id, now=now, error_kind=kind,
+                            error_message=message)
+        if not ok:
+            return Outcome.LOST_LEASE, None
+        row = session.get(Outbox, job.outbox_id)
+        assert row is not None
+        entry = errorqueue.record_dead_letter(session, outbox=row, payload=job.payload, record_key=job.reference,
+                                              error=error, now=now, kind=kind, message=message)
+        return Outcome.DEAD_LETTER, entry.id
+
+    def _release_all(self, jobs: Sequence[_Job]) -> list[DeliveryResult]:
+        now = self.clock()
+        results = []
+        with self.store.session(write=True) as session:
+            for job in jobs:
+                ok = ob.release(session, job.outbox_id, worker_id=self.worker_id, now=now)
+                results.append(self._result(job, Outcome.RELEASED if ok else Outcome.LOST_LEASE))
+        return results
+
+    def _fail_all(self, jobs: Sequence[_Job], error: BaseException) -> list[DeliveryResult]:
+        results = []
+        for index, job in enumerate(jobs):
+            result = self._failed(job, error, pushed=False)
+            results.append(result)
+            if result.outcome is Outcome.PAUSED:
+                return results + self._release_all(jobs[index + 1:])
+        return results
+
+    def _result(self, job: _Job, outcome: Outcome, **fields: Any) -> DeliveryResult:
+        return DeliveryResult(outbox_id=job.outbox_id, movement_id=job.movement_id, reference=job.reference,
+                              target=job.target, key=job.key, outcome=outcome, attempts=job.attempts, **fields)
+
+
+__all__ = ["DeliveryResult", "Outcome", "active_targets", "claim_one", "deliver_due", "deliver_one",
+           "pause_connection", "resolve_codes", "resume_connection", "sweep", "to_external"]

@@ -1,0 +1,152 @@
+"""enqueue: a movement and its outbox rows in one transaction, fixed idempotency keys, ordering keys."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from canonical import MovementKind
+from connectors.base import ConnectionSettings
+from connectors.errors import ConfigError
+from sync.connections import Connections
+from sync.push import (
+    KEY_LENGTH,
+    MovementConflict,
+    enqueue,
+    enqueue_many,
+    idempotency_key,
+    movement_of,
+    ordering_key,
+    payload_of,
+)
+from sync.store import Movement, Outbox, OutboxStatus, Store
+from tests.conformance.kit import movement
+
+
+@pytest.fixture
+def connections(store: Store) -> Connections:
+    return Connections(store, {"kd": ConnectionSettings(platform="kingdee", url="http://127.0.0.1:9"),
+                               "sap": ConnectionSettings(platform="sap_b1", url="http://127.0.0.1:9")})
+
+
+def _counts(store: Store) -> tuple[int, int]:
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(Movement)), s.scalar(select(func.count()).select_from(Outbox))
+
+
+def test_enqueue_writes_the_movement_and_one_row_per_target(store, connections) -> None:
+    # Given a purchase receipt for two targets
+    mv = movement("purchase_receipt")
+    # When it is enqueued
+    with store.session() as s:
+        movement_id = enqueue(s, mv, ["kd", "sap"], connections=connections, source_connection="kd",
+                              source_document="CGRK0001")
+    # Then the movement and two pending rows are stored, each with its own fixed key
+    with store.session() as s:
+        stored = s.get(Movement, movement_id)
+        rows = list(s.scalars(select(Outbox).where(Outbox.movement_id == movement_id).order_by(Outbox.id)))
+        assert stored.reference == mv.reference and stored.source_document == "CGRK0001"
+        assert movement_of(stored.payload) == mv
+        assert [r.status for r in rows] == [OutboxStatus.PENDING] * 2
+        assert [r.idempotency_key for r in rows] == [idempotency_key(mv.reference, "kd"),
+                                                     idempotency_key(mv.reference, "sap")]
+        assert all(r.next_attempt_at.tzinfo is not None for r in rows)
+
+
+def test_an_identical_movement_enqueued_twice_is_a_no_op(store, connections) -> None:
+    mv = movement("sales_issue")
+    with store.session() as s:
+        first = enqueue(s, mv, ["kd"], connections=connections)
+    with store.session() as s:
+        again = enqueue(s, mv.model_copy(), ["kd"], connections=connections)
+    assert again == first and _counts(store) == (1, 1)
+
+
+def test_re_enqueue_with_a_new_target_adds_only_that_row(store, connections) -> None:
+    mv = movement("sales_issue")
+    with store.session() as s:
+        first = enqueue(s, mv, ["kd"], connections=connections)
+    with store.session() as s:
+        assert enqueue(s, mv, ["kd", "sap"], connections=connections) == first
+    assert _counts(store) == (1, 2)
+
+
+def test_same_reference_different_content_is_refused_naming_the_record(store, connections) -> None:
+    mv = movement("purchase_receipt", lines=[("TS-001", "2")])
+    with store.session() as s:
+        enqueue(s, mv, ["kd"], connections=connections)
+    changed = movement("purchase_receipt", reference=mv.reference, lines=[("TS-001", "3")])
+    with pytest.raises(MovementConflict, match=re.escape(mv.reference)):
+        with store.session() as s:
+            enqueue(s, changed, ["kd"], connections=connections, source_document="CGRK0042")
+    assert _counts(store) == (1, 1)
+
+
+def test_enqueue_many_is_all_or_nothing(store, connections) -> None:
+    # Given a batch whose third movement conflicts with one already stored
+    stored = movement("purchase_receipt")
+    with store.session() as s:
+        enqueue(s, stored, ["kd"], connections=connections)
+    batch = [movement("purchase_receipt"), movement("sales_issue"),
+             movement("purchase_receipt", reference=stored.reference, lines=[("SH-001", "1")])]
+    # When it is enqueued in one transaction
+    with pytest.raises(MovementConflict):
+        with store.session() as s:
+            enqueue_many(s, batch, ["kd", "sap"], connections=connections)
+    # Then nothing of it was kept
+    assert _counts(store) == (1, 1)
+
+
+def test_unknown_target_is_a_config_error_and_writes_nothing(store, connections) -> None:
+    with pytest.raises(ConfigError, match="configured: kd, sap"):
+        with store.session() as s:
+            enqueue(s, movement("purchase_receipt"), ["kd", "u8"], connections=connections)
+    assert _counts(store) == (0, 0)
+
+
+def test_targets_may_be_connection_ids(store, connections) -> None:
+    sap = connections.id("sap")
+    with store.session() as s:
+        movement_id = enqueue(s, movement("purchase_receipt"), [sap], connections=connections)
+    with store.session() as s:
+        assert s.scalar(select(Outbox.target_connection_id).where(Outbox.movement_id == movement_id)) == sap
+
+
+def test_keys_are_short_deterministic_and_distinct() -> None:
+    key = idempotency_key("PO-2024-0001", "kd")
+    # fits SAP B1's Reference2; upper-case Crockford base32 only
+    assert len(key) == KEY_LENGTH and re.fullmatch(r"H[0-9A-HJKMNP-TV-Z]{10}", key)
+    assert idempotency_key("PO-2024-0001", "kd") == key
+    assert idempotency_key("PO-2024-0001", "sap") != key
+    assert idempotency_key("PO-2024-0001", "kd", 2) != key
+    assert len({idempotency_key(f"R{i}", "kd") for i in range(20_000)}) == 20_000
+
+
+def test_a_key_collision_takes_the_next_candidate(store, connections, monkeypatch) -> None:
+    # Given a key scheme that collides for every first candidate
+    import sync.push as push
+
+    real = push.idempotency_key
+    monkeypatch.setattr(push, "idempotency_key", lambda ref, target, n=1: "HCOLLIDE000" if n == 1 else real(ref, target, n))
+    first, second = movement("purchase_receipt"), movement("purchase_receipt")
+    with store.session() as s:
+        enqueue_many(s, [first, second], ["kd"], connections=connections)
+    with store.session() as s:
+        keys = list(s.scalars(select(Outbox.idempotency_key).order_by(Outbox.id)))
+    assert keys == ["HCOLLIDE000", real(second.reference, "kd", 2)]
+
+
+def test_ordering_key_is_the_position_whose_stock_goes_down_first() -> None:
+    receipt = movement("purchase_receipt", lines=[("TS-001", "5")], dest="WH01")
+    transfer = movement("transfer", lines=[("TS-001", "5")], source="WH01", dest="WH02")
+    issue = movement(MovementKind.sales_issue, lines=[("SH-001", "1"), ("TS-001", "1")], source="WH01")
+    assert ordering_key(receipt) == ordering_key(transfer) == "TS-001@WH01"
+    assert ordering_key(issue) == "SH-001@WH01"
+
+
+def test_payload_round_trips_with_the_same_hash() -> None:
+    from canonical import content_hash
+
+    mv = movement("sales_issue")
+    assert content_hash(movement_of(payload_of(mv))) == content_hash(mv)
