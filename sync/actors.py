@@ -42,14 +42,13 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
-from sqlalchemy import and_, exists, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import select
 
 from connectors.redaction import redact_text
 from sync.connections import Connections
 from sync.ratelimit import RateLimiters, effective_rate
 from sync.store import ErrorQueue, ErrorStatus, Outbox, OutboxStatus, Store, utcnow
-from sync.store.outbox import BLOCKING
+from sync.store.outbox import _due, _not_held_back  # the claim rules, so the relay sends what a claim takes
 
 log = logging.getLogger("erphub.sync.actors")
 
@@ -321,21 +320,9 @@ class Relay:
     def due(self, targets: Collection[str] | None = None, *, now: datetime | None = None) -> list[tuple[int, int, tuple[Any, ...]]]:
         """``(outbox id, target connection id, state)`` of the rows a claim could take now."""
         now = now or utcnow()
-        older = aliased(Outbox, name="older")
         query = (
             select(Outbox.id, Outbox.target_connection_id, Outbox.status, Outbox.attempts, Outbox.next_attempt_at)
-            .where(
-                or_(
-                    and_(Outbox.status.in_((OutboxStatus.PENDING, OutboxStatus.AMBIGUOUS)),
-                         Outbox.next_attempt_at <= now),
-                    and_(Outbox.status == OutboxStatus.SENDING,
-                         or_(Outbox.lease_expires_at.is_(None), Outbox.lease_expires_at <= now)),
-                ),
-                or_(Outbox.ordering_key.is_(None),
-                    ~exists().where(older.ordering_key == Outbox.ordering_key,
-                                    older.target_connection_id == Outbox.target_connection_id,
-                                    older.id < Outbox.id, older.status.in_(BLOCKING))),
-            )
+            .where(_due(now), _not_held_back())  # the claim's own rules: what a claim could take now
             .order_by(Outbox.id)
             .limit(self.batch)
         )
