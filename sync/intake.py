@@ -97,7 +97,9 @@ class IntakeResult:
 
     ``movements`` never holds a movement with a problem on any of its rows. ``lines_read``
     counts data rows (tables) or objects (JSON); ``rejected`` names the rejected movements and
-    ``rows_rejected`` counts their rows plus rows that belong to no movement.
+    ``rows_rejected`` counts their rows plus rows that belong to no movement. A table's header
+    is the first non-blank row, or the first of the next few that names every required column
+    (``skipped_above_header`` counts the title rows above it, which are not data).
     """
 
     movements: tuple[Movement, ...]
@@ -107,6 +109,8 @@ class IntakeResult:
     encoding: str | None = None
     encoding_note: str | None = None
     sheet: str | None = None
+    header_line: int | None = None
+    skipped_above_header: int = 0
     timezone: str | None = None
     naive_times: int = 0
     rejected: tuple[str, ...] = ()
@@ -191,6 +195,8 @@ def _result(table: Table, fmt: Format, zone_name: str | None, **extra: Any) -> I
         rejected=tuple(table.rejected),
         rows_rejected=table.rows_rejected,
         lines=dict(table.lines),
+        header_line=table.header_line,
+        skipped_above_header=table.skipped_above_header,
         **extra,
     )
 

@@ -51,6 +51,7 @@ class Table:
     rows_rejected: int = 0
     rejected: list[str] = field(default_factory=list)
     header_line: int | None = None
+    skipped_above_header: int = 0  # non-blank rows above the header (a title), not read as data
     naive_times: int = 0
 
 
@@ -330,6 +331,7 @@ def read_table(
         return table
     header_line, header_cells = present[header_index]
     table.header_line = header_line
+    table.skipped_above_header = header_index
     data_rows = present[header_index + 1:]
     table.rows_read = len(data_rows)
     columns, header_problems = _map_header(header_cells)

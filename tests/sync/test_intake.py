@@ -100,6 +100,7 @@ def test_a_title_row_above_the_header_is_skipped():
     result = read_csv(csv_bytes(*GOOD, header="采购入库单导入,,,\n" + HEADER))
     assert result.ok, problems(result)
     assert result.lines == {"PO-1": (3, 4), "PO-2": (5,)}
+    assert (result.header_line, result.skipped_above_header) == (2, 1)
 
 
 def test_tab_separated_text_and_quoted_multiline_cells_keep_physical_line_numbers():
