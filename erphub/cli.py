@@ -160,5 +160,7 @@ def sandbox_up(
         simulators.stop_all(served)
 
 
+import erphub.commands.push  # noqa: E402,F401 - registers `erphub push`
+
 if __name__ == "__main__":  # pragma: no cover
     app()
