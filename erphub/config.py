@@ -45,6 +45,7 @@ from pydantic import (
 from connectors import registry
 from connectors.base import ConnectionSettings
 from connectors.redaction import MASK, is_secret_key, redact_text, register_secret
+from sync.codemap import CodeMapRules
 
 __all__ = [
     "BrokerSettings",
@@ -480,6 +481,8 @@ class Settings(BaseModel):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     connections: dict[str, SerializeAsAny[ConnectionSettings]] = Field(default_factory=dict)
     flows: list[Flow] = Field(default_factory=list)
+    # [codemap.<connection>] items = [{ op = "add_prefix", value = "K-" }, ...]: see sync.codemap
+    codemap: CodeMapRules = Field(default_factory=CodeMapRules)
 
     _source: Path | None = PrivateAttr(default=None)
     _secret_sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -633,7 +636,7 @@ def resolve_config_path(path: str | Path | None = None, env: Mapping[str, str] |
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {"store": StoreSettings, "broker": BrokerSettings, "logging": LoggingSettings}
-_TOP_LEVEL = ("store", "broker", "logging", "connections", "flows")
+_TOP_LEVEL = ("store", "broker", "logging", "connections", "flows", "codemap")
 _ENV_OVERRIDES = ((ENV_STORE_URL, "store", "url"), (ENV_BROKER_URL, "broker", "url"),
                   (ENV_LOG_LEVEL, "logging", "level"))
 _TOML_POSITION = re.compile(r"\s*\(at (line \d+, column \d+|end of document)\)\s*$")
@@ -740,11 +743,41 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], base_dir: Path, problems
             _add_validation_errors(problems, exc, prefix, data, Flow)
     _flow_reference_problems(flow_dicts, connections_raw, problems)
 
+    codemap = _build_codemap(raw.get("codemap", {}), connections_raw, problems)
+
     if problems:
         return None
-    settings = Settings(connections=connections, flows=flows, **sections)
+    settings = Settings(connections=connections, flows=flows, codemap=codemap, **sections)
     settings._secret_sources = dict(resolver.sources)
     return settings
+
+
+def _build_codemap(data: Any, connections: Iterable[str], problems: _Problems) -> CodeMapRules:
+    """The ``[codemap.<connection>]`` tables: code-mapping rules per connection and entity."""
+    if not isinstance(data, dict):
+        problems.add("codemap", "expected a table, e.g. [codemap.sap_prod]")
+        return CodeMapRules()
+    known = set(connections)
+    listing = ", ".join(sorted(known)) or "none configured"
+    for name in data:
+        if name not in known:
+            problems.add(f"codemap.{name}", f"no connection named {name!r} (connections: {listing})")
+    try:
+        return CodeMapRules.model_validate(data)
+    except ValidationError as exc:
+        ops = CodeMapRules.operations()
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = list(error["loc"])
+            if len(loc) >= 4 and isinstance(loc[2], int) and loc[3] in ops:
+                del loc[3]  # the union member's tag is not a place in the file
+            if error["type"] == "union_tag_invalid":
+                message = f"unknown op (expected one of {', '.join(ops)})"
+            elif error["type"] == "union_tag_not_found":
+                message = f"required key 'op' is missing (one of {', '.join(ops)})"
+            else:
+                message = _message(error, None)
+            problems.add(_loc_path("codemap", tuple(loc), data), message)
+        return CodeMapRules()
 
 
 def _build_connection(name: str, data: Any, resolver: _SecretResolver, problems: _Problems) -> ConnectionSettings | None:
@@ -823,6 +856,8 @@ def redacted_view(settings: Settings) -> dict[str, Any]:
         },
         "flows": [flow.model_dump(mode="json") for flow in settings.flows],
     }
+    if settings.codemap.root:
+        view["codemap"] = settings.codemap.model_dump(mode="json")
     return view
 
 

@@ -132,12 +132,12 @@ class ZeroPad(BaseModel):
 
 class RegexReplace(BaseModel):
     """``re.sub(pattern, replace, code)``; undone by ``reverse_pattern``/``reverse_replace`` when
-    given, else not at all (``to_canonical`` then answers None for codes the rule changed)."""
+    given, else not at all (``to_canonical`` then answers None: give the table instead)."""
 
     model_config = _RULE
     op: Literal["regex"]
     pattern: str = Field(min_length=1)
-    replace: str
+    replace: str = ""
     reverse_pattern: str | None = None
     reverse_replace: str | None = None
 
@@ -156,7 +156,7 @@ class RegexReplace(BaseModel):
 
     def backward(self, code: str) -> str | None:
         if self.reverse_pattern is None:
-            return code  # the round-trip check rejects it if the rule really changed the code
+            return None
         return re.sub(self.reverse_pattern, self.reverse_replace or "", code)
 
 
@@ -169,6 +169,12 @@ class CodeMapRules(RootModel[dict[str, EntityRules]]):
 
     model_config = ConfigDict(frozen=True)
     root: dict[str, EntityRules] = Field(default_factory=dict)
+
+    @staticmethod
+    def operations() -> tuple[str, ...]:
+        """The ``op`` names a rule may have."""
+        return tuple(model.model_fields["op"].annotation.__args__[0]  # type: ignore[union-attr]
+                     for model in (AddPrefix, StripPrefix, Upper, Lower, ZeroPad, RegexReplace))
 
     def rules_for(self, connection: str, entity: str) -> list[Any] | None:
         per_connection = self.root.get(connection)
