@@ -17,6 +17,8 @@ app = typer.Typer(help="erphub: inventory integration hub for Kingdee, Yonyou U8
                   no_args_is_help=True, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(help="Run the vendor API simulators on loopback.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(__import__("erphub.commands.sync", fromlist=["sync_app"]).sync_app, name="sync")
+app.command("worker")(__import__("erphub.commands.sync", fromlist=["worker"]).worker)
 app.add_typer(__import__("erphub.commands.codemap", fromlist=["app"]).app, name="codemap")
 
 out = Console()

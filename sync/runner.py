@@ -132,7 +132,8 @@ class Hub:
                 try:
                     self.runtime.pull(step.connection, step.entity, step.mode, flow.name)
                 except Exception as exc:  # one failing flow must not hide the others' results
-                    log.exception("flow %s: pulling %s from %s failed", flow.name, step.entity, step.connection)
+                    log.error("flow %s: pulling %s from %s failed: %s: %s", flow.name, step.entity, step.connection,
+                              type(exc).__name__, exc)
                     errors[flow.name].append(f"{step.entity}: {type(exc).__name__}: {exc}")
             clock[flow.name] = time.monotonic() - t0
         pending = {f.name for f in self.flows if self._targets(f)}
@@ -289,7 +290,7 @@ class Hub:
         try:
             return flow_steps(self.runtime, flow)
         except Exception as exc:
-            log.exception("flow %s: cannot plan its pulls", flow.name)
+            log.error("flow %s: cannot plan its pulls: %s: %s", flow.name, type(exc).__name__, exc)
             errors.append(f"{type(exc).__name__}: {exc}")
             return []
 
