@@ -18,7 +18,8 @@ Configuration (constructor): ``accounts`` (:class:`sandbox.kingdee_auth.Account`
 account ``65f1a2b3c4d5e6`` with ``demo_user``/``demo_password`` and the app of doc §11),
 ``max_page_size`` (10 000; 2 000 for old builds), ``timezone`` (``Asia/Shanghai``),
 ``remark_field`` (``FNote``: the head field ``documents_for`` reads), ``org_number``/``org_name``
-(the one stock organisation, ``100``).
+(the one stock organisation, ``100``), ``stock_closed_until`` (the stock organisation's closing
+date, 库存关账; ``None``: never closed).
 
 Seed (``POST /_admin/seed``) adds to the base keys::
 
@@ -28,7 +29,9 @@ Seed (``POST /_admin/seed``) adds to the base keys::
 
 ``records`` are Save models (plus ``FDocumentStatus``, ``FForbidStatus``, ``FModifyDate``,
 ``FCreateDate``); audited bills post their stock (negative allowed) as they load. An account may
-list ``read_only`` users: their writes answer MsgCode 2.
+list ``read_only`` users: their writes answer MsgCode 2. ``{"stock_closed_until": "2024-01-31"}``
+closes the stock period up to and including that date (``null`` reopens it); seeded records are
+loaded whatever their date.
 
 Where the vendor doc leaves a choice, the simulator takes one (each is tested):
 
@@ -49,6 +52,12 @@ Where the vendor doc leaves a choice, the simulator takes one (each is tested):
   status; an injected session expiry kills the session and lets the call re-authenticate (signed
   callers get a new session silently, session callers MsgCode 1).
 * Limit above the maximum is capped silently (doc §13 leaves it open).
+* Stock closing (库存关账) — INFERRED (no public WebAPI text; modelled on how the desktop client
+  behaves): once the stock organisation is closed up to a date, a stock bill (a form that moves
+  stock) whose FDate falls on or before that date cannot be saved (Save, BatchSave, Save with
+  IsAutoSubmitAndAudit), audited or unaudited. Each refusal is MsgCode 11 with FieldName ``FDate``
+  and the message ``单据日期“2024-01-15”小于或等于库存组织“总公司”的最近关账日期“2024-01-31”，
+  不允许保存`` (…不允许审核 / 反审核). Drafts, Submit and Delete are not checked; base data never is.
 """
 from __future__ import annotations
 
@@ -63,7 +72,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -223,6 +232,7 @@ class KingdeeSimulator(Simulator):
         self, *, accounts: Iterable[Account] | None = None, max_page_size: int = 10000,
         timezone: str = "Asia/Shanghai", remark_field: str = "FNote", org_number: str = "100",
         org_name: str = "总公司", allow_negative: bool = False, session_idle_timeout: float | None = None,
+        stock_closed_until: str | date | None = None,
         clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_page_size < 1:
@@ -233,6 +243,7 @@ class KingdeeSimulator(Simulator):
         self.remark_field = remark_field
         self.org_number, self.org_name = org_number, org_name
         self._initial_accounts = list(accounts) if accounts is not None else [default_account()]
+        self._initial_closed = _closing_date(stock_closed_until, "stock_closed_until")
         super().__init__(allow_negative=allow_negative, session_idle_timeout=session_idle_timeout,
                          clock=clock, sleep=sleep)
         self._init_state()
@@ -249,6 +260,7 @@ class KingdeeSimulator(Simulator):
         self._index: dict[str, dict[Any, int] | None] = {}
         self._inventory_ids: dict[StockKey, str] = {}
         self._async: dict[str, Any] = {}
+        self.stock_closed_until: date | None = self._initial_closed
         self.org_id = 100001  # the first ORG_Organizations id, referenced by itself
         org = self._insert(ORG, {"FNumber": self.org_number, "FName": self.org_name})
         assert org["FOrgID"] == self.org_id
@@ -1008,6 +1020,10 @@ class KingdeeSimulator(Simulator):
                 self._finish_row(form, row, seq, lenient, fail)
         if not lenient:
             self._validate(form, record, fail, {p.field_name for p in problems})
+            if not seed:
+                closed = self._closed_period(form, record, "保存", dindex)
+                if closed is not None:
+                    problems.append(closed)
         number = str(record.get(form.number_key) or "")
         if number:
             for other in table.values():
@@ -1344,6 +1360,10 @@ class KingdeeSimulator(Simulator):
             return refuse()
         if op in allowed and form.is_bill and record.get("FCancelStatus") == "B":
             return refuse("已作废")
+        if op in ("Audit", "UnAudit"):
+            closed = self._closed_period(form, record, op_names[op], dindex)
+            if closed is not None:
+                return closed
         now = self.now()
         if op == "Submit":
             record["FDocumentStatus"] = "B"
@@ -1388,6 +1408,18 @@ class KingdeeSimulator(Simulator):
             record["FCancelStatus"] = "A"
         record["FModifyDate"] = now
         return None
+
+    def _closed_period(self, form: Form, record: dict[str, Any], action: str, dindex: int) -> Problem | None:
+        """MsgCode 11 on FDate when ``record`` is a stock bill dated inside the closed stock period."""
+        closed = self.stock_closed_until
+        if closed is None or not form.is_bill or not form.movements:
+            return None
+        when = record.get("FDate")
+        day = when.date() if isinstance(when, datetime) else when
+        if not isinstance(day, date) or day > closed:
+            return None
+        return _problem(11, f"单据日期“{day.isoformat()}”小于或等于库存组织“{self.org_name}”的最近关账日期"
+                            f"“{closed.isoformat()}”，不允许{action}", "FDate", dindex)
 
     def _audit(self, form: Form, record: dict[str, Any], allow_negative: bool, dindex: int) -> Problem | None:
         """B → C, posting the stock; on refusal the record is left as it was."""
@@ -1452,6 +1484,8 @@ class KingdeeSimulator(Simulator):
                     raise ValueError(f"accounts[{index}]: must be an object")
                 account = Account.from_dict(raw)
                 self.accounts[account.acct_id] = account
+            if "stock_closed_until" in rest:
+                self.stock_closed_until = _closing_date(rest.pop("stock_closed_until"), "stock_closed_until")
             records = rest.pop("records", {})
             if not isinstance(records, Mapping):
                 raise ValueError("records: must be an object of FormId → list of models")
@@ -1532,6 +1566,18 @@ class KingdeeSimulator(Simulator):
         with self.lock:
             return copy.deepcopy(self._find_target(self.forms[form_id.lower()], number=number))
 
+
+
+def _closing_date(value: Any, where: str) -> date | None:
+    """A stock closing date from ``None``, a ``date`` or ``"YYYY-MM-DD"``."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{where}: must be a date \"YYYY-MM-DD\" or null, got {value!r}")
 
 
 def model_has(model: Mapping[str, Any], key: str) -> bool:
