@@ -32,11 +32,18 @@ answer                                    raised
 404 without the envelope                  ConfigError (wrong base URL or entity name)
 400 -10 and any other coded 400 on write  Rejected(vendor_code=code), message as SAP wrote it
 400 on a read (our query was refused)     ContractViolation (a bug on our side)
+"Property 'X' … is invalid" (read/write)  ConfigError: a property this connection names (a
+                                          configured UDF such as ``U_HubKey``) is unknown to
+                                          the company; every record would fail the same way
 412 -2039                                 Transient (see below)
 other 4xx                                 Rejected(code) on writes with an envelope,
                                           ContractViolation otherwise
 2xx with an error envelope                as its code says (400 rules)
 ========================================  ===============================================
+
+Where SAP names the place (``Quantity falls into negative inventory  [IGE1.ItemCode][line: 1]``),
+the error's ``details`` carry it as ``field`` (``IGE1.ItemCode``) and ``line`` (1-based, as SAP
+counts document lines); the message keeps SAP's text unchanged.
 
 412 -2039 ("Another user or another operation modified data"): the Service Layer checks the
 precondition *before* executing, so nothing was written. We never hold ETags across calls (we only
@@ -80,6 +87,10 @@ CONFLICT_CODE = "-2039"
 RENEW_MARGIN = 60.0  # seconds before the idle timeout at which a session is renewed proactively
 DEFAULT_SESSION_MINUTES = 30
 _SESSION_TEXT = re.compile(r"invalid session|session already timeout", re.IGNORECASE)
+# "… [IGE1.ItemCode][line: 1]", "Invalid BP code [OPDN.CardCode] , 'P2'" (vendors/sap_b1.md §2.4)
+_WHERE_TEXT = re.compile(r"\[(?P<field>[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)?)\](?:\[line:\s*(?P<line>\d+)\])?")
+# "Property 'U_HubKey' of 'Document' is invalid" (writes), "Property 'Bogus' is invalid" ($filter) [I]
+_PROPERTY_TEXT = re.compile(r"\bProperty '(?P<name>[^']+)'(?: of '[^']*')? is invalid", re.IGNORECASE)
 CRLF = "\r\n"
 
 
@@ -134,6 +145,28 @@ def _error_of(resp: HttpResponse) -> SapError | None:
     except ValueError:
         return None
     return parse_error(payload)
+
+
+def error_details(error: SapError | None, **base: Any) -> dict[str, Any]:
+    """``base`` plus the field and line SAP names in its message, and an unknown property."""
+    details = dict(base)
+    if error is None:
+        return details
+    match = _WHERE_TEXT.search(error.message)
+    if match:
+        details["field"] = match.group("field")
+        if match.group("line"):
+            details["line"] = int(match.group("line"))
+    prop = _PROPERTY_TEXT.search(error.message)
+    if prop:
+        details["property"] = prop.group("name")
+    return details
+
+
+def unknown_property(error: SapError | None) -> str | None:
+    """The property SAP says does not exist (our configuration or code named it), or None."""
+    match = _PROPERTY_TEXT.search(error.message) if error is not None else None
+    return match.group("name") if match else None
 
 
 def is_session_error(error: SapError | None) -> bool:
@@ -379,7 +412,7 @@ class ServiceLayerClient:
         if resp.ok and error is None:
             return
         status = resp.status
-        details = {"status": status, "path": urlsplit(resp.url).path}
+        details = error_details(error, status=status, path=urlsplit(resp.url).path)
         if error is None:
             if status == 404:
                 raise ConfigError(f"{resp.where}: 404 without a Service Layer error; check the base URL and entity "
@@ -398,6 +431,11 @@ class ServiceLayerClient:
         if status == 412 or error.code == CONFLICT_CODE:
             raise Transient(message + " (nothing was written; sending again re-reads current data)",
                             vendor_code=error.code, details=details)
+        prop = unknown_property(error) if status < 500 else None
+        if prop is not None:
+            raise ConfigError(f"{message} (the company has no property {prop!r}: check the configured reference, "
+                              "marker and spec fields, and that user fields exist)", vendor_code=error.code,
+                              details=details)
         if status == 403:
             raise AuthError(message, vendor_code=error.code, details=details)
         if write:
@@ -616,7 +654,7 @@ class ServiceLayerClient:
         except ValueError:
             error = None
         where = f"{resp.where} ({op.method} {op.entity})"
-        details = {"status": part.status, "path": f"{self.root_path}/{op.entity}"}
+        details = error_details(error, status=part.status, path=f"{self.root_path}/{op.entity}")
         code = error.code if error else None
         message = f"{where}: {error.message}" if error and error.message else f"{where}: {part.status} {part.reason}"
         if part.status in (429, 503):
@@ -627,6 +665,9 @@ class ServiceLayerClient:
             return Transient(message + " (nothing was written)", vendor_code=code, details=details)
         if part.status == 401 or code == SESSION_CODE:
             return AuthError(message, vendor_code=code, details=details)
+        prop = unknown_property(error)
+        if prop is not None:
+            return ConfigError(f"{message} (the company has no property {prop!r})", vendor_code=code, details=details)
         if error is None:
             return ContractViolation(message + " without a Service Layer error envelope", details=details)
         return Rejected(message, vendor_code=code, details=details)
