@@ -7,9 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from canonical import Location
+from connectors.base import Capabilities, ConnectionSettings, Connector, Entity, Page, RecordError
 from connectors.errors import Transient
 from sandbox.world import World, WorldItem
 from sync import idmap
+from sync.connections import Connections
 from sync.pull import pull, pull_balances, pull_movements
 from sync.store import (
     BalanceSnapshot,
@@ -17,6 +20,7 @@ from sync.store import (
     ErrorQueue,
     IdMap,
     Item,
+    Location as Location_,
     Partner,
     RunStatus,
     SyncRun,
@@ -302,3 +306,56 @@ def test_a_failed_balance_read_leaves_no_partial_snapshot(systems, store, monkey
     with pytest.raises(Transient):
         pull_balances(store, sys_.connections, "kd", page_size=3)
     assert _count(store, BalanceSnapshot) == 0 and _count(store, BalanceSnapshotRow) == 0
+
+
+class _Bins(Connector):
+    """A connector that reads bin locations only, one page a bin, and reports a mapping failure."""
+
+    platform = "bins"
+
+    @property
+    def capabilities(self):
+        return Capabilities(entities=frozenset({Entity.LOCATIONS}), movement_kinds=frozenset())
+
+    def check(self):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def read(self, entity, *, since=None, resume=None, page_size=None):
+        bins = [Location(warehouse="WH03", code="A-01-01"), Location(warehouse="WH03", code="A-01-02")]
+        start = int(resume or 0)
+        for i in range(start, len(bins)):
+            last = i == len(bins) - 1
+            errors = (RecordError("locations", "WH03/B-??", "bin code too long", field="code",
+                                  raw={"code": "B-??", "password": "hunter2"}),) if last else ()
+            yield Page((bins[i],), resume=None if last else str(i + 1), errors=errors)
+
+    def read_balances(self, **kwargs):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def push(self, movement, key):  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def find(self, key):  # pragma: no cover - not used
+        raise NotImplementedError
+
+
+def test_locations_are_keyed_by_warehouse_and_bin_and_payloads_are_redacted(store):
+    # Given a connection whose warehouse WH03 is the canonical warehouse MAIN-RETURNS
+    connections = Connections(store, {"bins": ConnectionSettings(platform="bins", url="http://x")},
+                              factory=lambda name, settings: _Bins(settings, name=name))
+    conn_id = connections.id("bins")
+    with store.session() as s:
+        idmap.bind(s, conn_id, "warehouses", "MAIN-RETURNS", "WH03", "WH03")
+    # When its locations are pulled
+    result = pull(store, connections, "bins", "locations")
+    # Then the bins are stored under the canonical warehouse, bound to the connection's own key
+    assert result.written == 2 and result.failed == 1
+    with store.session() as s:
+        assert sorted(s.execute(select(Location_.warehouse_code, Location_.bin_code)).all()) == [
+            ("MAIN-RETURNS", "A-01-01"), ("MAIN-RETURNS", "A-01-02")]
+        assert idmap.canonical_for(s, conn_id, "locations", "WH03/A-01-02") == "MAIN-RETURNS/A-01-02"
+        # and the failed record's payload keeps its field but not its secrets
+        entry = s.scalar(select(ErrorQueue))
+        assert entry.payload["field"] == "code" and entry.payload["raw"]["password"] != "hunter2"
+    # And pulling again writes nothing new
+    assert pull(store, connections, "bins", "locations").written == 0
