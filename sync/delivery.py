@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 
 import canonical
 from connectors.base import Connector, Entity, Receipt
-from connectors.errors import ConnectorError, DependencyMissing
+from connectors.errors import ConnectorError, DependencyMissing, Rejected
 from connectors.redaction import redact_text
-from sync import errorqueue
+from sync import codemap, errorqueue
 from sync.connections import Connections
 from sync.push import movement_of
 from sync.retry import Decision, RetryPolicy, Verdict, error_kind
@@ -46,6 +46,9 @@ from sync.store import outbox as ob
 from sync.store.outbox import _due, _not_held_back  # the claim rules, shared with claim_one
 
 log = logging.getLogger("erphub.sync.delivery")
+
+#: How many older in-flight rows of a target a refused row looks through for a feeder.
+FEEDER_SCAN = 500
 
 AMBIGUOUS_KINDS = frozenset({"ambiguous", ob.LEASE_EXPIRED, "internal"})
 
@@ -102,11 +105,9 @@ class _Job:
 
 
 def to_external(session: Session, connection_id: int, entity: str, canonical_code: str) -> str | None:
-    """The target's code for a canonical code, or None when it has no mapping.
-
-    The one switch-over point to the code map of ``sync.codemap`` (identity until it lands).
-    """
-    return canonical_code
+    """The target's code for a canonical code, or None when it has no mapping: the code map
+    (:func:`sync.codemap.to_external`: id_map table, then configured rules, then identity)."""
+    return codemap.to_external(session, connection_id, entity, canonical_code)
 
 
 def resolve_codes(session: Session, connection_id: int, movement: canonical.Movement, *, target: str = "") -> (
@@ -320,13 +321,14 @@ class _Delivery:
         for index, job in enumerate(single):
             result = self._deliver_single(connector, job)
             results.append(result)
-            if result.outcome is Outcome.PAUSED:
-                return results + self._release_all(single[index + 1:] + batchable)
+            if _stops_target(result):
+                return results + self._release_all(single[index + 1:] + batchable, until=_hold_until(result))
         for start in range(0, len(batchable), max_batch):
             chunk_results = self._deliver_batch(connector, batchable[start:start + max_batch])
             results.extend(chunk_results)
-            if any(r.outcome is Outcome.PAUSED for r in chunk_results):
-                return results + self._release_all(batchable[start + max_batch:])
+            stop = next((r for r in chunk_results if _stops_target(r)), None)
+            if stop is not None:
+                return results + self._release_all(batchable[start + max_batch:], until=_hold_until(stop))
         return results
 
     # -- one row ------------------------------------------------------------------------------
@@ -398,6 +400,16 @@ class _Delivery:
         now = self.clock()
         decision = self.policy.decide(error, job.attempts, job.created_at, now)
         kind = error_kind(error)
+        if decision.verdict is Verdict.DEAD_LETTER and isinstance(error, Rejected) and not decision.exhausted:
+            feeder = self._earlier_feeder(job)
+            if feeder is not None:
+                # F17: refused (e.g. negative stock) while an older movement that adds stock where
+                # this one takes it is still on its way: wait for it instead of dead-lettering.
+                waiting = DependencyMissing(f"refused ({error}) while earlier movement {feeder} that adds stock "
+                                            "here is still in flight; waiting for it", record=job.reference)
+                decision = self.policy.decide(waiting, job.attempts, job.created_at, now)
+                if decision.verdict is Verdict.DEFER:
+                    error, kind = waiting, waiting.kind
         message = redact_text(str(error) if isinstance(error, ConnectorError) else f"{type(error).__name__}: {error}")
         if decision.exhausted:
             message = f"{decision.reason}; last error: {message}"
@@ -410,6 +422,29 @@ class _Delivery:
                             next_attempt_at=decision.at if outcome in (Outcome.RETRY, Outcome.RECONCILE,
                                                                        Outcome.DEFERRED) else None,
                             error_id=error_id)
+
+    def _earlier_feeder(self, job: _Job) -> str | None:
+        """The reference of an older row for the same target, still pending, sending or
+        ambiguous, whose movement adds stock to a position this one takes from; or None."""
+        assert job.payload is not None
+        takes = {(d.sku, d.warehouse, d.bin, d.lot) for d in movement_of(job.payload).stock_deltas() if d.quantity < 0}
+        if not takes:
+            return None
+        with self.store.session() as session:
+            older = session.execute(
+                select(Movement.reference, Movement.payload).join(Outbox, Outbox.movement_id == Movement.id)
+                .where(Outbox.target_connection_id == job.target_id, Outbox.id < job.outbox_id,
+                       Outbox.status.in_(ob.BLOCKING))
+                .order_by(Outbox.id.desc()).limit(FEEDER_SCAN)
+            ).all()
+        for reference, payload in older:
+            try:
+                deltas = movement_of(payload).stock_deltas()
+            except Exception:  # a stored payload that no longer validates is not a feeder
+                continue
+            if any(d.quantity > 0 and (d.sku, d.warehouse, d.bin, d.lot) in takes for d in deltas):
+                return reference
+        return None
 
     def _settle_failure(self, session: Session, job: _Job, decision: Decision, error: BaseException, kind: str,
                         message: str, now: datetime) -> tuple[Outcome, int | None]:
@@ -438,12 +473,15 @@ class _Delivery:
                                               error=error, now=now, kind=kind, message=message)
         return Outcome.DEAD_LETTER, entry.id
 
-    def _release_all(self, jobs: Sequence[_Job]) -> list[DeliveryResult]:
+    def _release_all(self, jobs: Sequence[_Job], *, until: datetime | None = None) -> list[DeliveryResult]:
+        """Hand rows back untried (attempt not counted), due again at ``until`` (default now)."""
+        if not jobs:
+            return []
         now = self.clock()
         results = []
         with self.store.session(write=True) as session:
             for job in jobs:
-                ok = ob.release(session, job.outbox_id, worker_id=self.worker_id, now=now)
+                ok = ob.release(session, job.outbox_id, worker_id=self.worker_id, now=now, next_attempt_at=until)
                 results.append(self._result(job, Outcome.RELEASED if ok else Outcome.LOST_LEASE))
         return results
 
@@ -459,6 +497,17 @@ class _Delivery:
     def _result(self, job: _Job, outcome: Outcome, **fields: Any) -> DeliveryResult:
         return DeliveryResult(outbox_id=job.outbox_id, movement_id=job.movement_id, reference=job.reference,
                               target=job.target, key=job.key, outcome=outcome, attempts=job.attempts, **fields)
+
+
+def _stops_target(result: DeliveryResult) -> bool:
+    """After this result, send nothing more to its target in this run: the connection was
+    paused, or the vendor asked us to wait (Retry-After applies to the tenant, not one row)."""
+    return result.outcome is Outcome.PAUSED or (result.error_kind == "rate_limited" and
+                                                result.next_attempt_at is not None)
+
+
+def _hold_until(result: DeliveryResult) -> datetime | None:
+    return result.next_attempt_at if result.outcome is not Outcome.PAUSED else None
 
 
 __all__ = ["DeliveryResult", "Outcome", "active_targets", "claim_one", "deliver_due", "deliver_one",

@@ -11,7 +11,8 @@ Two layers, one :class:`RetryPolicy`:
   error goes straight to the durable layer.
 * **Durable** (:meth:`RetryPolicy.decide`): what delivery does with an outbox row whose call
   failed for good in this process: retry at a later ``next_attempt_at`` (exponential backoff with
-  full jitter, ``Retry-After`` as a floor), reconcile with ``find`` first, defer for a dependency,
+  "equal" jitter, uniform over the upper half, so a row never comes back at once; ``Retry-After``
+  as a floor), reconcile with ``find`` first, defer for a dependency,
   pause the connection, or dead-letter. Attempts and total age are capped; a row gives up on age
   only after ``min_attempts_before_age`` attempts, so rows that waited out a long outage (or an
   operator retry of an old row) still get tried a few times.
@@ -156,8 +157,8 @@ class RetryPolicy:
     # -- durable -------------------------------------------------------------------------------
 
     def backoff(self, attempts: int, *, initial: float | None = None) -> float:
-        """Seconds until the next durable attempt after ``attempts`` tries: full jitter over
-        ``initial·2^(attempts-1)`` capped at ``max_backoff``, then scaled."""
+        """Seconds until the next durable attempt after ``attempts`` tries: uniform over
+        [c/2, c] with c = ``initial·2^(attempts-1)`` capped at ``max_backoff``, then scaled."""
         base = self.initial if initial is None else initial
         ceiling = min(self.max_backoff, base * 2 ** min(max(attempts - 1, 0), 32))
         return self.rng.uniform(ceiling / 2, ceiling) * self.scale

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 import sync.delivery as delivery
 from sync.delivery import Outcome, claim_one, deliver_due, deliver_one, resume_connection, sweep
-from sync.store import Connection, ConnectionStatus, ErrorQueue, Outbox, OutboxStatus, utcnow
+from sync.store import Connection, ConnectionStatus, ErrorQueue, IdMap, Outbox, OutboxStatus, utcnow
 from sync.store import outbox as ob
 from tests.conformance.kit import movement
 from tests.sync.conftest import KINGDEE, REFERENCE
@@ -123,15 +123,18 @@ def test_missing_code_defers_until_it_is_mapped(store, systems, monkeypatch) -> 
     history.check().assert_clean()
 
 
-def test_codes_are_translated_for_the_target(store, systems, monkeypatch) -> None:
-    # Given the reference ERP knows warehouse WH02 as WH01 (a mapping from the code map)
+def test_codes_are_translated_for_the_target_through_the_code_map(store, systems) -> None:
+    # Given the code map says the reference ERP knows warehouse WH02 as WH01
     running = systems(ref=REFERENCE)
-    monkeypatch.setattr(delivery, "to_external",
-                        lambda s, cid, entity, code: "WH01" if (entity, code) == ("warehouses", "WH02") else code)
+    with store.session() as s:
+        s.add(IdMap(connection_id=running.connections.id("ref"), entity="warehouses", canonical_id="WH02",
+                    external_id="WH01", external_code="WH01"))
     history = History(store, running)
     mv = movement("purchase_receipt", lines=[("TS-001", "4")], dest="WH02")
     history.enqueue([mv], ["ref"])
+    # When it is delivered
     drain(store, running.connections, fast_policy())
+    # Then the document names the target's warehouse
     [document] = running.sims["ref"].documents
     assert document["lines"][0]["to_wh"] == "WH01"
 
