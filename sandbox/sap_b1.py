@@ -14,9 +14,11 @@ Endpoints, under ``/b1s/v1`` (OData v3 dialect) and ``/b1s/v2`` (OData v4 dialec
 | ``POST <Set>(key)/Cancel`` ``/Close`` | document actions, 204 |
 | ``POST $batch`` | multipart/mixed, atomic changesets (202 on v1, 200 on v2) |
 | ``GET /ping/``, ``/ping/node`` ... | load balancer pings, no session |
+| ``POST /DIServer``, ``GET /DIServer?wsdl`` | the DI Server commands over SOAP (:mod:`sandbox.sap_b1_di`), same company |
 
 The company state (records, numbering, stock rules) is :class:`sandbox.sap_b1_company.Company`;
-this module only speaks HTTP and OData. A DI Server front end can share ``simulator.company``.
+this module only speaks HTTP and OData. The DI Server front end (:mod:`sandbox.sap_b1_di`, mounted
+here) shares ``simulator.company``, the sessions and the ledger.
 
 Configuration (constructor keywords, or seed keys ``service_layer`` and ``company``): users and
 company databases, ``session_timeout`` (minutes), ``page_size`` (0 = unpaged), ``next_link``
@@ -54,6 +56,7 @@ from sandbox.sap_b1_batch import (
     parse_batch,
 )
 from sandbox.sap_b1_company import B1Error, Company, CompanyConfig, etag_for
+from sandbox.sap_b1_di import DI_PATH, DiServerMixin
 from sandbox.sap_b1_entities import ENTITY_SETS
 from sandbox.sap_b1_odata import (
     QueryError,
@@ -144,8 +147,8 @@ class Ctx:
     in_batch: bool = False
 
 
-class SapB1Simulator(Simulator):
-    """The SAP B1 Service Layer. ``company`` holds the state a DI Server front end would share."""
+class SapB1Simulator(DiServerMixin, Simulator):
+    """The SAP B1 Service Layer. ``company`` is shared with the DI Server front end (``/DIServer``)."""
 
     name = "sap_b1"
 
@@ -186,9 +189,12 @@ class SapB1Simulator(Simulator):
             Rule("/ping/load-balancer", endpoint="ping", methods=["GET"]),
             Rule("/ping/node", endpoint="ping_node", methods=["GET"]),
             Rule("/ping/node/<int:node>", endpoint="ping_node", methods=["GET"]),
+            *self.di_routes(),
         ]
 
     def describe(self, request: Request, endpoint: str, values: Mapping[str, Any]) -> RequestInfo:
+        if endpoint == "di_server":
+            return self.di_describe(request)
         token = request.cookies.get("B1SESSION")
         operation = {"login": "Login", "logout": "Logout", "batch": "$batch", "service_document": "service",
                      "metadata": "$metadata", "ping": "ping", "ping_node": "ping"}.get(endpoint)
@@ -206,6 +212,8 @@ class SapB1Simulator(Simulator):
                            client=self._session_users.get(token or ""))
 
     def fault_response(self, request: Request, decision: Decision) -> Response:
+        if request.path == DI_PATH:
+            return self.di_fault_response(request, decision)
         if decision.body is not None:
             return super().fault_response(request, decision)
         version = _version_of(request.path)
@@ -223,6 +231,8 @@ class SapB1Simulator(Simulator):
         return response
 
     def error_response(self, request: Request, exc: Exception) -> Response:
+        if request.path == DI_PATH:
+            return self.di_error_response(request, exc)
         version = _version_of(request.path)
         if isinstance(exc, (B1Error, QueryError)):
             return self._error(version, exc)
