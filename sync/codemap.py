@@ -203,7 +203,6 @@ def undo_rules(rules: list[Any], code: str) -> str | None:
 # --- the process-wide rules -------------------------------------------------------------------
 
 _configured = CodeMapRules()
-_names: dict[int, str] = {}
 
 
 def configure(rules: CodeMapRules | Mapping[str, Any] | None) -> None:
@@ -216,13 +215,11 @@ def _rules(session: Session, connection_id: int, entity: str, rules: CodeMapRule
     rules = _configured if rules is None else rules
     if not rules.root:
         return None
-    name = _names.get(connection_id)
-    if name is None:
-        name = session.scalar(select(Connection.name).where(Connection.id == connection_id))
-        if name is None:
-            return None
-        _names[connection_id] = name
-    return rules.rules_for(name, entity)
+    names: dict[int, str | None] = session.info.setdefault("codemap.connection_names", {})
+    if connection_id not in names:
+        names[connection_id] = session.scalar(select(Connection.name).where(Connection.id == connection_id))
+    name = names[connection_id]
+    return rules.rules_for(name, entity) if name is not None else None
 
 
 def to_external(session: Session, connection_id: int, entity: Any, canonical_code: str, *,

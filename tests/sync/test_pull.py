@@ -11,7 +11,7 @@ from canonical import Location
 from connectors.base import Capabilities, ConnectionSettings, Connector, Entity, Page, RecordError
 from connectors.errors import Transient
 from sandbox.world import World, WorldItem
-from sync import idmap
+from sync import codemap, idmap
 from sync.connections import Connections
 from sync.pull import pull, pull_balances, pull_movements
 from sync.store import (
@@ -359,3 +359,17 @@ def test_locations_are_keyed_by_warehouse_and_bin_and_payloads_are_redacted(stor
         assert entry.payload["field"] == "code" and entry.payload["raw"]["password"] != "hunter2"
     # And pulling again writes nothing new
     assert pull(store, connections, "bins", "locations").written == 0
+
+
+def test_code_map_rules_translate_pulled_keys(systems, store):
+    # Given rules saying this connection's item codes are canonical skus without their "CN-" prefix
+    sys_ = systems(ref=REFERENCE)
+    rules = codemap.CodeMapRules.model_validate({"ref": {"items": [{"op": "strip_prefix", "value": "CN-"}]}})
+    # When items are pulled with those rules
+    result = pull(store, sys_.connections, "ref", "items", mode="full", rules=rules)
+    # Then every item is stored under its canonical sku, and the code map answers both ways
+    assert result.written == 12 and _skus(store) == sorted(f"CN-{sku}" for sku in SKUS)
+    conn_id = sys_.connections.id("ref")
+    with store.session() as s:
+        assert codemap.to_external(s, conn_id, "items", "CN-TS-001") == "TS-001"
+        assert codemap.to_canonical(s, conn_id, "items", "TS-001") == "CN-TS-001"
