@@ -183,7 +183,7 @@ def test_a_reference_field_the_company_lacks_pauses_the_connection_and_posts_not
 
 # -- values with quotes never make a malformed filter ------------------------------------------
 
-QUOTY = st.text(alphabet=st.one_of(st.sampled_from("'''\"() =&%+#?/\\,;eqorandnot"), st.characters()),
+QUOTY = st.text(alphabet=st.one_of(st.sampled_from("'''\"() =&%+#?/\\,;eqorandnot"), st.characters(codec="utf-8")),
                 min_size=1, max_size=11).filter(lambda k: k == k.strip())
 
 
