@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json as jsonlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from urllib.parse import quote, urlsplit
 from connectors.errors import Ambiguous, AuthError, ConfigError, ConnectorError, ContractViolation, RateLimited, \
     Rejected, Transient
 from connectors.http import HttpClient, HttpResponse, excerpt, raise_for_generic_status
-from connectors.redaction import register_secret, unregister_secret
+from connectors.redaction import redact_text, register_secret, unregister_secret
 
 FORM_SERVICE = "Kingdee.BOS.WebApi.ServicesStub.DynamicFormService."
 AUTH_SERVICE = "Kingdee.BOS.WebApi.ServicesStub.AuthService."
@@ -192,7 +193,7 @@ _BAD_FILTER_MARKERS = ("getrealexpress",)
 
 
 def envelope_error(status: VendorStatus, *, where: str, write: bool, form_id: str | None = None,
-                   record: str | None = None) -> ConnectorError:
+                   record: str | None = None, bill: str | None = None) -> ConnectorError:
     """The error for a failed ``ResponseStatus`` (``MsgCode 1`` is handled by the caller's re-login).
 
     ========  ======================================  ==========================================
@@ -217,12 +218,14 @@ def envelope_error(status: VendorStatus, *, where: str, write: bool, form_id: st
     """
     code = status.msg_code
     text = status.error_text()
-    target = f"{where} {form_id}" if form_id else where
+    target = " ".join(p for p in (where, form_id, bill) if p)
     message = f"{target}: {text}"
     details: dict[str, Any] = {"msg_code": code, "errors": [dict(e) for e in status.errors]}
     names = status.field_names()
     if names:
         details["fields"] = names
+    if bill:
+        details["bill_number"] = bill
     vendor_code = str(code)
     lowered = text.lower()
     kwargs: dict[str, Any] = {"vendor_code": vendor_code, "record": record, "details": details}
@@ -338,7 +341,7 @@ class K3CloudClient:
                 op = "LoginByAppSecret"
                 params = [creds.acct_id, creds.username, creds.app_id, creds.app_secret or "", creds.lcid]
             resp = self._send(AUTH_SERVICE + op, {"parameters": params}, write=False, signed=False)
-            data = self._json(resp)
+            data = self._json(resp, write=False, record=None)
             if not isinstance(data, Mapping):
                 raise ContractViolation(f"{self.name}: {op} answered {excerpt(resp.text)!r}, not a login result")
             result_type = _as_int(_ci(data, "LoginResultType"), default=-999)
@@ -445,33 +448,63 @@ class K3CloudClient:
                     self._secret_refs[v] = left
 
     @staticmethod
-    def _json(resp: HttpResponse) -> Any:
-        return resp.json()
+    def _json(resp: HttpResponse, *, write: bool, record: str | None) -> Any:
+        """The body as JSON. Not JSON: a write may have been applied (Ambiguous); a read answer that
+        stops mid-document was cut off on the way (Transient); any other read answer is a
+        ContractViolation (the server speaks something else)."""
+        text = resp.text
+        try:
+            return jsonlib.loads(text)
+        except ValueError as exc:
+            reason = f"{exc.msg} at position {exc.pos}" if isinstance(exc, jsonlib.JSONDecodeError) else str(exc)
+            said = (f"{resp.where}: the answer is not valid JSON ({reason}); status {resp.status}, content-type "
+                    f"{resp.headers.get('Content-Type')!r}, {len(resp.content)} bytes, starts {excerpt(text)!r}")
+            details = {"status": resp.status, "bytes": len(resp.content)}
+            stripped = text.strip()
+            # the document ends inside a value (an unterminated string reports where it started)
+            cut_off = (isinstance(exc, jsonlib.JSONDecodeError) and stripped[:1] in ("[", "{")
+                       and (exc.pos >= len(stripped) or exc.msg.startswith("Unterminated string")))
+            if write:
+                raise Ambiguous(f"{said}; the write may have been applied, check before sending it again",
+                                record=record, details=details) from None
+            if cut_off:
+                raise Transient(f"{said}; the answer was cut off", record=record, details=details) from None
+            raise ContractViolation(said, record=record, details=details) from None
 
     def call(self, op: str, body: Mapping[str, Any], *, write: bool, form_id: str | None = None,
-             record: str | None = None) -> Any:
+             record: str | None = None, bill: str | None = None) -> Any:
         """POST ``DynamicFormService.<op>`` and return the parsed answer of a successful call.
 
         A failed envelope raises its error; ``MsgCode 1`` is answered by one re-login and one
         resend (the server refused the request before doing anything, so resending a write is
-        safe), and a second ``MsgCode 1`` is an :class:`AuthError`.
+        safe), and a second ``MsgCode 1`` is an :class:`AuthError`. Every write answers with a
+        ``ResponseStatus``; a write answer without one is a :class:`ContractViolation`. ``record``
+        (ours) and ``bill`` (the bill number) are named in every error.
         """
         where = f"{self.name} {op}"
+        target = " ".join(p for p in (where, form_id, bill) if p)
         self._ensure_session()
         relogged = False
         while True:
-            resp = self._send(FORM_SERVICE + op, body, write=write)
             try:
-                data = self._json(resp)
-            except ContractViolation as exc:
-                if not write:
-                    raise
-                raise Ambiguous(f"{exc.message}; the write may have been applied, check before sending it again",
-                                record=record, details=exc.details) from None
+                resp = self._send(FORM_SERVICE + op, body, write=write)
+            except ConnectorError as exc:
+                if record and not exc.record:
+                    exc.record = redact_text(record)  # transport failures name our record too
+                raise
+            data = self._json(resp, write=write, record=record)
             raw = find_status(data)
             if raw is None:
+                if write:
+                    raise ContractViolation(
+                        f"{target}: the answer has no Result.ResponseStatus ({excerpt(resp.text)!r}); the K3Cloud "
+                        "response shape changed. The write may have been applied: look the key up before "
+                        "sending it again", record=record)
                 return data
-            status = parse_status(raw, where)
+            try:
+                status = parse_status(raw, target)
+            except ContractViolation as exc:
+                raise ContractViolation(exc.message, record=record, details=exc.details) from None
             if status.success:
                 return data
             if status.msg_code == 1 and not relogged:
@@ -481,7 +514,7 @@ class K3CloudClient:
             if status.msg_code == 1:
                 raise AuthError(f"{where}: session refused again after re-login: {status.error_text()}",
                                 vendor_code="1", record=record)
-            raise envelope_error(status, where=where, write=write, form_id=form_id, record=record)
+            raise envelope_error(status, where=where, write=write, form_id=form_id, record=record, bill=bill)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -495,11 +528,16 @@ class K3CloudClient:
         data = self.call("ExecuteBillQuery", body, write=False, form_id=form_id)
         where = f"{self.name} ExecuteBillQuery {form_id}"
         if not isinstance(data, list):
-            raise ContractViolation(f"{where}: expected an array of rows, got {type(data).__name__}")
+            raise ContractViolation(f"{where}: expected an array of rows, got {type(data).__name__}: "
+                                    f"{excerpt(repr(data))!r}; the K3Cloud response shape changed",
+                                    record=f"{form_id} StartRow {start_row}")
+        width = len(field_keys)
         for i, row in enumerate(data):
-            if not isinstance(row, list) or len(row) != len(field_keys):
-                raise ContractViolation(f"{where}: row {start_row + i} is not an array of {len(field_keys)} values: "
-                                        f"{excerpt(repr(row))!r}")
+            if type(row) is not list or len(row) != width:
+                raise ContractViolation(
+                    f"{where}: row {start_row + i} is not an array of {width} values in FieldKeys order "
+                    f"({','.join(field_keys)}): {excerpt(repr(row))!r}", record=f"{form_id} StartRow {start_row + i}",
+                    details={"field_keys": list(field_keys)})
         if len(data) > limit:
             raise ContractViolation(f"{where}: asked for at most {limit} rows from StartRow {start_row}, got "
                                     f"{len(data)} (the server ignored Limit)")
@@ -535,10 +573,14 @@ class K3CloudClient:
         if options:
             data.update(options)
         data["Model"] = dict(model)
-        answer = self.call("Save", {"formid": form_id, "data": data}, write=True, form_id=form_id, record=record)
+        bill = _ci(model, "FBillNo")
+        bill = str(bill) if isinstance(bill, (str, int)) and str(bill) else None
+        where = " ".join(p for p in (f"{self.name} Save", form_id, bill) if p)
+        answer = self.call("Save", {"formid": form_id, "data": data}, write=True, form_id=form_id, record=record,
+                           bill=bill)
         result = _ci(answer, "Result") if isinstance(answer, Mapping) else None
         if not isinstance(result, Mapping):
-            raise ContractViolation(f"{self.name} Save {form_id}: the answer has no Result object")
+            raise ContractViolation(f"{where}: the answer has no Result object", record=record)
         bill_id, number = _ci(result, "Id"), _ci(result, "Number")
         if bill_id in (None, "", 0):
             raw = find_status(answer) or {}
@@ -546,19 +588,21 @@ class K3CloudClient:
             if entities and isinstance(entities[0], Mapping):
                 bill_id, number = _ci(entities[0], "Id"), number or _ci(entities[0], "Number")
         if bill_id in (None, "", 0):
-            raise ContractViolation(f"{self.name} Save {form_id}: success without a bill id")
+            raise ContractViolation(f"{where}: success without a bill id; the bill may exist, look the key up "
+                                    "before sending it again", record=record)
         return SaveResult(id=str(bill_id), number=str(number or ""), raw=answer)
 
     def operate(self, op: str, form_id: str, ids: Sequence[str], *, options: Mapping[str, Any] | None = None,
-                record: str | None = None) -> VendorStatus:
-        """``Submit``/``Audit``/``UnAudit``/``Delete`` by internal ids (``Ids`` wins over ``Numbers``)."""
+                record: str | None = None, bill: str | None = None) -> VendorStatus:
+        """``Submit``/``Audit``/``UnAudit``/``Delete`` by internal ids (``Ids`` wins over ``Numbers``);
+        ``bill`` (the bill number) is only named in errors."""
         data: dict[str, Any] = {"Ids": ",".join(str(i) for i in ids)}
         if options:
             data.update(options)
-        answer = self.call(op, {"formid": form_id, "data": data}, write=True, form_id=form_id, record=record)
+        answer = self.call(op, {"formid": form_id, "data": data}, write=True, form_id=form_id, record=record,
+                           bill=bill)
         raw = find_status(answer)
-        if raw is None:
-            raise ContractViolation(f"{self.name} {op} {form_id}: the answer has no ResponseStatus")
+        assert raw is not None  # call() refuses a write answer without one
         return parse_status(raw, f"{self.name} {op}")
 
     def close(self) -> None:

@@ -171,17 +171,20 @@ class KingdeeConnector(Connector):
             form_id, model = m.movement_to_bill(movement, key, self.cfg)
         except (m.MappingError, KeyError) as exc:
             raise Rejected(f"cannot express the movement as a K3Cloud bill: {exc}", record=record) from None
-        existing = self._bills_for_key(key, [form_id])
-        if existing:
-            bill = existing[0]
-            log.info("[%s] key %s already has %s %s (status %s): resuming", self.name, key, form_id, bill.number,
-                     bill.status)
-            return self._finish(bill, key, created=False, record=record)
-        saved = self.client.save(form_id, model, auto_submit_audit=self.settings.auto_submit_audit,
-                                 options=self._save_options(), record=record)
-        status = "C" if self.settings.auto_submit_audit else "A"
-        bill = _Bill(form_id, saved.id, saved.number, status)
-        return self._finish(bill, key, created=True, record=record)
+        try:
+            existing = self._bills_for_key(key, [form_id])
+            if existing:
+                bill = existing[0]
+                log.info("[%s] key %s already has %s %s (status %s): resuming", self.name, key, form_id,
+                         bill.number, bill.status)
+                return self._finish(bill, key, created=False, record=record)
+            saved = self.client.save(form_id, model, auto_submit_audit=self.settings.auto_submit_audit,
+                                     options=self._save_options(), record=record)
+            status = "C" if self.settings.auto_submit_audit else "A"
+            bill = _Bill(form_id, saved.id, saved.number, status)
+            return self._finish(bill, key, created=True, record=record)
+        except Rejected as exc:
+            raise _name_shortage(exc, m.BILL_SPECS[movement.kind]) from exc.__cause__
 
     def find(self, key: str) -> Receipt | None:
         key = self._check_key(key)
@@ -226,11 +229,11 @@ class KingdeeConnector(Connector):
         for _ in range(3):  # at most Submit, Audit, and one re-read after a refusal
             try:
                 if status in ("Z", "A", "D"):
-                    self.client.operate("Submit", bill.form_id, [bill.id], record=record)
+                    self.client.operate("Submit", bill.form_id, [bill.id], record=record, bill=bill.number or None)
                     status = "B"
                 if status == "B":
                     self.client.operate("Audit", bill.form_id, [bill.id], options=self._audit_options(),
-                                        record=record)
+                                        record=record, bill=bill.number or None)
                     status = "C"
                 break
             except Rejected as exc:
@@ -255,9 +258,10 @@ class KingdeeConnector(Connector):
             return
         try:
             if current == "B":
-                self.client.operate("CancelAssign", bill.form_id, [bill.id], record=record)
+                self.client.operate("CancelAssign", bill.form_id, [bill.id], record=record,
+                                    bill=bill.number or None)
             if current is not None and current != "C":
-                self.client.operate("Delete", bill.form_id, [bill.id], record=record)
+                self.client.operate("Delete", bill.form_id, [bill.id], record=record, bill=bill.number or None)
             exc.details["bill_left"] = "deleted; a retry saves a new bill"
         except ConnectorError as cleanup:
             log.warning("[%s] %s %s was refused (%s) and could not be deleted (%s); a retry with the same key "
@@ -463,6 +467,22 @@ class KingdeeConnector(Connector):
             return m.parse_server_datetime(data.get("FModifyDate"), self.cfg.zone)
         except m.MappingError:
             return None
+
+
+# How K3Cloud words a stock shortage on Audit (the STK_InvCheckResult interaction); such errors
+# carry no FieldName, so the connector names the line quantity field itself.
+_SHORTAGE_MARKERS = ("库存不足", "负库存", "即时库存", "stk_invcheckresult", "insufficient", "negative stock")
+
+
+def _name_shortage(exc: Rejected, spec: m.BillSpec) -> Rejected:
+    """``exc`` unchanged unless it is a stock shortage that names no field: then the same error
+    naming ``<entry>.<qty field>`` (e.g. ``FInStockEntry.FRealQty``) in its message and details."""
+    if exc.details.get("fields") or not any(k in exc.message.lower() for k in _SHORTAGE_MARKERS):
+        return exc
+    field = f"{spec.entry}.{spec.qty}"
+    named = Rejected(f"{exc.message} (field {field}: the quantity exceeds the stock on hand)",
+                     vendor_code=exc.vendor_code, record=exc.record, details={**exc.details, "fields": [field]})
+    return named
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -69,7 +69,7 @@ class FakeK3:
         self.bills.setdefault(form_id, {})[fid] = bill
         return SaveResult(str(fid), bill["FBillNo"], {})
 
-    def operate(self, op, form_id, ids, *, options=None, record=None):
+    def operate(self, op, form_id, ids, *, options=None, record=None, bill=None):
         self.calls.append((op, form_id))
         bill = self.bills[form_id][int(ids[0])]
         status = bill["FDocumentStatus"]
