@@ -31,8 +31,9 @@ failing changeset, so the changesets after it (not executed) are sent again in t
 Transports. The connector needs from its client only ``query_page``/``query`` (collections),
 ``create`` (one document), ``batch`` (many), ``server_version`` and ``close``; the mapping works on
 plain dicts of SAP field names. A DI Server transport (SOAP via zeep) can implement the same
-methods over ``AddObject``/``ExecuteSQL`` and reuse :mod:`connectors.sap_b1.mapping` unchanged;
-until it exists, ``transport = "di_server"`` is a ConfigError.
+methods over ``AddObject``/``ExecuteSQL`` and reuse :mod:`connectors.sap_b1.mapping` unchanged:
+``transport = "di_server"`` selects :class:`connectors.sap_b1.di_server.DiServerClient` (``url`` is the
+DI Server's SOAP root; ``push_many`` then sends one ``AddObject`` per movement).
 """
 from __future__ import annotations
 
@@ -187,8 +188,13 @@ class SapB1Connector(Connector):
             settings = SapB1Settings.model_validate(settings.model_dump())
         super().__init__(settings, name=name)
         self.settings: SapB1Settings = settings
-        if settings.transport == "di_server":
-            raise ConfigError(f"{self.name}: transport 'di_server' is not available yet; use 'service_layer'")
+        if client is None and settings.transport == "di_server":
+            from connectors.sap_b1.di_server import DiServerClient
+
+            client = DiServerClient(  # type: ignore[assignment]
+                settings.url, company_db=settings.company_db, username=settings.username,
+                password=settings.password.get_secret_value(), connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout, verify=settings.verify_tls, name=self.name)
         self.client = client or ServiceLayerClient(
             settings.url, company_db=settings.company_db, username=settings.username,
             password=settings.password.get_secret_value(), version=settings.odata_version,

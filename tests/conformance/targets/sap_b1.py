@@ -1,5 +1,7 @@
-"""SAP Business One (Service Layer) as conformance targets: the v2 dialect (OData v4) and the v1
-dialect (OData v3) with absolute-path nextLinks, on the simulator in ``sandbox/sap_b1.py``.
+"""SAP Business One as conformance targets, on the simulator in ``sandbox/sap_b1.py``: the Service
+Layer's v2 dialect (OData v4), its v1 dialect (OData v3) with absolute-path nextLinks, and the DI
+Server over SOAP (``sap_b1-di``: ``transport = "di_server"``, zeep with the vendored WSDL, on the
+simulator's ``/DIServer`` endpoint and the same company and ledger).
 
 The company runs in Asia/Shanghai so UpdateDate/UpdateTime are not UTC: incremental tests then
 prove the connector joins them in the company's zone.
@@ -39,16 +41,28 @@ def _simulator(version: str) -> Any:
     return make
 
 
-def _settings(version: str) -> Any:
+def _settings(version: str, transport: str = "service_layer") -> Any:
     def make(url: str, good_credentials: bool = True, **overrides: Any) -> SapB1Settings:
         return SapB1Settings(url=url, company_db=COMPANY, username=USER,
                              password=SecretStr(PASSWORD if good_credentials else "not-the-password"),
-                             odata_version=version, timezone=TIMEZONE, spec_field="User_Text", **overrides)
+                             odata_version=version, timezone=TIMEZONE, spec_field="User_Text",
+                             transport=transport, **overrides)
     return make
+
+
+DI_EXTRAS = {
+    **EXTRAS,
+    # every DI command is a POST to /DIServer; the command is the operation
+    "push_fault_target": {"method": "POST", "operation": "DI.AddObject"},
+    "read_fault_target": {"method": "POST", "operation": "DI.ExecuteSQL"},
+    "login_operation": "DI.Login",
+}
 
 
 TARGETS = [
     ConformanceTarget(platform="sap_b1", simulator=_simulator("v2"), settings=_settings("v2"), extras=EXTRAS),
     ConformanceTarget(platform="sap_b1", id="sap_b1-v1", simulator=_simulator("v1"), settings=_settings("v1"),
                       extras=EXTRAS),
+    ConformanceTarget(platform="sap_b1", id="sap_b1-di", simulator=_simulator("v2"),
+                      settings=_settings("v2", "di_server"), extras=DI_EXTRAS),
 ]
