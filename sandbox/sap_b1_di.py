@@ -334,6 +334,7 @@ def _compare_value(column: str, stored: Any, literal: Any) -> Any:
         except InvalidOperation:
             raise SqlError(f"Conversion failed when converting '{literal}' to a number for column '{column}'") from None
     text = str(literal) if not isinstance(literal, Decimal) else wire_text(literal)
+    column = COLUMN_ALIASES.get(column, column)
     if column in ENUM_ALIASES:
         return ENUM_ALIASES[column].get(text, text)
     return text
