@@ -91,6 +91,7 @@ COMMIT_FAILED_CODE = "-1116"
 WRITE_COMMANDS = frozenset({"AddObject", "UpdateObject"})
 SESSION_IDLE_RENEW = 20 * 60.0  # seconds idle after which we log in again before use (DI default timeout 30 min)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+_SESSION_IN_REPLY = re.compile(rb"<(?:\w+:)?SessionID>([^<]{1,200})</(?:\w+:)?SessionID>")
 
 
 @dataclass(frozen=True)
@@ -393,10 +394,16 @@ class _SoapHttpClient(HttpClient):
         self._session.hooks["response"].append(self._keep_fault)
 
     def _keep_fault(self, response: Any, *args: Any, **kwargs: Any) -> Any:
-        if response.status_code == 500 and "xml" in response.headers.get("Content-Type", ""):
-            content = response.content
-            if b"Fault" in content[:4096]:
-                self._faults.last = (response.status_code, dict(response.headers), content)
+        if "xml" not in response.headers.get("Content-Type", ""):
+            return response
+        content = response.content
+        if response.status_code == 200 and b"LoginResponse" in content[:4096]:
+            # mask the new session id before the base client logs the answer body
+            match = _SESSION_IN_REPLY.search(content)
+            if match:
+                register_secret(match.group(1).decode("utf-8", "replace").strip())
+        if response.status_code == 500 and b"Fault" in content[:4096]:
+            self._faults.last = (response.status_code, dict(response.headers), content)
         return response
 
     def post_soap(self, url: str, data: bytes, headers: Mapping[str, str], *, idempotent: bool) -> _Reply:
