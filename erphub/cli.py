@@ -20,6 +20,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(__import__("erphub.commands.sync", fromlist=["sync_app"]).sync_app, name="sync")
 app.command("worker")(__import__("erphub.commands.sync", fromlist=["worker"]).worker)
 app.add_typer(__import__("erphub.commands.codemap", fromlist=["app"]).app, name="codemap")
+app.add_typer(__import__("erphub.commands.errors", fromlist=["app"]).app, name="errors")
 
 out = Console()
 err = Console(stderr=True)

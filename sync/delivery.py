@@ -410,7 +410,9 @@ class _Delivery:
                 decision = self.policy.decide(waiting, job.attempts, job.created_at, now)
                 if decision.verdict is Verdict.DEFER:
                     error, kind = waiting, waiting.kind
-        message = redact_text(str(error) if isinstance(error, ConnectorError) else f"{type(error).__name__}: {error}")
+        # The vendor code has its own column; the record is the row's movement.
+        message = redact_text(error.message if isinstance(error, ConnectorError) else
+                              f"{type(error).__name__}: {error}")
         if decision.exhausted:
             message = f"{decision.reason}; last error: {message}"
         with self.store.session(write=True) as session:

@@ -52,7 +52,7 @@ MOVEMENT = "movement"  # entity of a delivery dead letter
 
 # -- fingerprints -------------------------------------------------------------------------------
 
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|‘[^’]*’|“[^”]*”|「[^」]*」")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.)*\"|‘[^’]*’|“[^”]*”|「[^」]*」")
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
 # a token with a digit in it (TS-001, 2024-03-01, -3, 12.5, GRN-000042, 0x1f): an id or a number
 _WITH_DIGIT = re.compile(r"[\w.:/+-]*\d[\w.:/+-]*")
@@ -173,7 +173,10 @@ def resolve_delivered(session: Session, outbox_id: int, *, now: datetime | None 
         .values(status=ErrorStatus.RESOLVED, resolved_at=now, resolved_by=by)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    changed = int(getattr(result, "rowcount", 0) or 0)
+    if changed:
+        _expire(session)
+    return changed
 
 
 def resolve_record(session: Session, *, connection_id: int, entity: str, record_key: str,
@@ -188,7 +191,10 @@ def resolve_record(session: Session, *, connection_id: int, entity: str, record_
         .values(status=ErrorStatus.RESOLVED, resolved_at=now, resolved_by=by)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    changed = int(getattr(result, "rowcount", 0) or 0)
+    if changed:
+        _expire(session)
+    return changed
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -437,7 +443,7 @@ def export(session: Session, format: Literal["csv", "json"] = "csv", *, connecti
 
 def _message(error: BaseException) -> str:
     if isinstance(error, ConnectorError):
-        return str(error)
+        return error.message  # the vendor code has its own column
     return f"{type(error).__name__}: {error}"
 
 
