@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from sync.actors import Actors, Runtime, declare_actors
 from sync.broker import BrokerConfig, EmbeddedWorker, build_broker
 from sync.connections import Connections
 from sync.flows import BALANCES, FlowLike, flow_steps
 from sync.ratelimit import RateLimiters
+from sync.store.outbox import _due, _not_held_back  # the claim's rules
 from sync.store import BalanceSnapshot, Movement, Outbox, OutboxStatus, RunStatus, Store, SyncRun, utcnow
 
 log = logging.getLogger("erphub.sync.runner")
@@ -139,8 +140,12 @@ class Hub:
         pending = {f.name for f in self.flows if self._targets(f)}
         deadline = None if timeout is None else time.monotonic() + timeout
         drain_started = time.monotonic()
+        last_sweep = 0.0
         while pending:
             targets = sorted({t for f in self.flows if f.name in pending for t in self._targets(f)})
+            if time.monotonic() - last_sweep >= 1.0:  # a dead worker's leases come back
+                last_sweep = time.monotonic()
+                self.runtime.sweep()
             self.actors.relay_engine.tick(targets)
             for name in list(pending):
                 flow = next(f for f in self.flows if f.name == name)
@@ -159,13 +164,18 @@ class Hub:
             summary.duration = clock.get(summary.name, 0.0)
         return summaries
 
-    def drain(self, targets: Iterable[str], *, timeout: float | None = 600.0, poll: float = 0.05) -> None:
+    def drain(self, targets: Iterable[str], *, timeout: float | None = 600.0, poll: float = 0.05,
+              sweep_every: float = 1.0) -> None:
         """Relay and wait until no row of ``targets`` is claimable or being sent (drained, or only
         future retries remain); ``TimeoutError`` after ``timeout`` seconds."""
         self.start()
         names = sorted(set(targets))
         deadline = None if timeout is None else time.monotonic() + timeout
+        last_sweep = 0.0
         while True:
+            if time.monotonic() - last_sweep >= sweep_every:  # a dead worker's leases come back
+                last_sweep = time.monotonic()
+                self.runtime.sweep()
             self.actors.relay_engine.tick(names)
             if not self.outstanding(names):
                 return
@@ -179,15 +189,16 @@ class Hub:
         names = list(targets)
         if not names:
             return 0
-        due = len(self.actors.relay_engine.due(names, now=now))
         ids = [self.connections.id(n) for n in names]
+        # One statement, so one snapshot: two separate counts could miss a row that moved from
+        # "sending" to "sent" in between while the next row of its ordering key was still held back.
         with self.store.session() as session:
-            sending = session.scalar(
+            return int(session.scalar(
                 select(func.count()).select_from(Outbox).where(
-                    Outbox.target_connection_id.in_(ids), Outbox.status == OutboxStatus.SENDING,
-                    Outbox.lease_expires_at > now)
-            ) or 0
-        return due + int(sending)
+                    Outbox.target_connection_id.in_(ids),
+                    or_(and_(_due(now), _not_held_back()),
+                        and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_expires_at > now)))
+            ) or 0)
 
     # -- run (the scheduler) -----------------------------------------------------------------
 

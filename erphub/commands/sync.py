@@ -40,14 +40,22 @@ LeaseSeconds = Annotated[Optional[float], typer.Option(
 Threads = Annotated[int, typer.Option("--threads", min=1, help="Worker threads.")]
 
 
-def _settings() -> Any:
-    from erphub.cli import _load_settings
+def _settings(ctx: typer.Context) -> Any:
+    """The configuration named by the root ``--config`` option (read from the click context, so it
+    also works when the CLI runs as ``python -m erphub.cli``)."""
+    from erphub.config import ConfigInvalid, load
 
-    return _load_settings()
+    try:
+        return load(ctx.find_root().params.get("config"))
+    except ConfigInvalid as exc:
+        err.print(f"[bold red]configuration is invalid[/] ({len(exc.problems)} problem(s)):", highlight=False)
+        for path, message in exc.problems:
+            err.print(f"  {path}: {message}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
 
 
 @contextmanager
-def _hub(*, queue_prefix: str, namespace: str, lease_seconds: float | None, threads: int,
+def _hub(settings: Any, *, queue_prefix: str, namespace: str, lease_seconds: float | None, threads: int,
          embedded_worker: bool | None = None) -> Iterator[Any]:
     from sync.broker import BrokerConfig
     from sync.connections import Connections
@@ -55,7 +63,6 @@ def _hub(*, queue_prefix: str, namespace: str, lease_seconds: float | None, thre
     from sync.runner import Hub
     from sync.store import Store
 
-    settings = _settings()
     policy = RetryPolicy(lease_seconds=lease_seconds) if lease_seconds else RetryPolicy()
     config = BrokerConfig(url=settings.broker.url, namespace=namespace, queue_prefix=queue_prefix)
     store = Store.open(settings.store.url)
@@ -115,6 +122,7 @@ def _table(summaries: list[Any], *, title: str | None = None, live: bool = False
 
 @sync_app.command("once")
 def once(
+    ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Give up waiting for deliveries after this many seconds.")] = 600.0,
     threads: Threads = 4,
     queue_prefix: QueuePrefix = "",
@@ -124,7 +132,8 @@ def once(
     """Run every configured flow once to completion and print a summary."""
     from connectors.redaction import redact_text
 
-    with _hub(queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds, threads=threads) as hub:
+    with _hub(_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
+              threads=threads) as hub:
         if not hub.flows:
             out.print("no flows configured (see `erphub init`)")
             return
@@ -140,6 +149,7 @@ def once(
 
 @sync_app.command("run")
 def run(
+    ctx: typer.Context,
     for_seconds: Annotated[Optional[float], typer.Option("--for", min=0, help="Stop after this many seconds.")] = None,
     threads: Threads = 4,
     queue_prefix: QueuePrefix = "",
@@ -147,8 +157,8 @@ def run(
     lease_seconds: LeaseSeconds = None,
 ) -> None:
     """Run the flows on their schedules until Ctrl-C or SIGTERM."""
-    with _hub(queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds, threads=threads) as hub, \
-            _stop_on_signals() as stop:
+    with _hub(_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
+              threads=threads) as hub, _stop_on_signals() as stop:
         if not hub.flows:
             out.print("no flows configured (see `erphub init`)")
             return
@@ -162,6 +172,7 @@ def run(
 
 
 def worker(
+    ctx: typer.Context,
     queues: Annotated[Optional[list[str]], typer.Option("--queues", "-Q", help="Queues to consume (repeat or comma-"
                                                         "separate); default: all of this hub's.")] = None,
     threads: Threads = 8,
@@ -175,7 +186,7 @@ def worker(
     from sync.broker import broker_kind, describe
     from sync.runner import serve_worker
 
-    settings = _settings()
+    settings = _settings(ctx)
     if broker_kind(settings.broker.url) == "memory":
         err.print("broker.url is memory:// (in-process): a separate worker cannot share it; run `erphub sync run`, "
                   "or set broker.url to redis://… or amqp://…", markup=False)
@@ -184,8 +195,8 @@ def worker(
         err.print("warning: the store is SQLite; workers on other machines need a shared PostgreSQL store",
                   markup=False)
     chosen = [q.strip() for item in (queues or []) for q in item.split(",") if q.strip()] or None
-    with _hub(queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds, threads=threads,
-              embedded_worker=False) as hub, _stop_on_signals() as stop:
+    with _hub(settings, queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
+              threads=threads, embedded_worker=False) as hub, _stop_on_signals() as stop:
         def ready(names: list[str]) -> None:
             out.print(f"worker ready: {describe(hub.broker)}, {threads} thread(s), queues: {', '.join(names)}",
                       highlight=False)
