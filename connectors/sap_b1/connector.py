@@ -93,6 +93,12 @@ class SapB1Settings(ConnectionSettings):
     send_prices: bool = Field(True, description="Send unit_cost as UnitPrice on inbound documents")
     include_zero_balances: bool = False
     batch_size: int = Field(50, ge=1, le=500, description="Movements per $batch request")
+    # DI Server transport only (transport = "di_server")
+    di_wsdl: str | None = Field(None, description="WSDL to load: a local file or URL; default the vendored copy")
+    di_database_server: str = Field("", description="DI Login DatabaseServer (SQL/HANA host as the DI Server sees it)")
+    di_database_type: str = Field("dst_MSSQL2016", description="DI Login DatabaseType, e.g. dst_HANADB")
+    di_language: str = Field("ln_English", description="DI Login Language")
+    di_license_server: str = Field("", description="DI Login LicenseServer (host:port)")
 
     @field_validator("reference_field", "kind_marker_field", "movement_reference_field", "spec_field")
     @classmethod
@@ -194,7 +200,10 @@ class SapB1Connector(Connector):
             client = DiServerClient(  # type: ignore[assignment]
                 settings.url, company_db=settings.company_db, username=settings.username,
                 password=settings.password.get_secret_value(), connect_timeout=settings.connect_timeout,
-                read_timeout=settings.read_timeout, verify=settings.verify_tls, name=self.name)
+                read_timeout=settings.read_timeout, verify=settings.verify_tls, name=self.name,
+                wsdl=settings.di_wsdl, database_server=settings.di_database_server,
+                database_type=settings.di_database_type, language=settings.di_language,
+                license_server=settings.di_license_server)
         self.client = client or ServiceLayerClient(
             settings.url, company_db=settings.company_db, username=settings.username,
             password=settings.password.get_secret_value(), version=settings.odata_version,
@@ -228,18 +237,24 @@ class SapB1Connector(Connector):
             rate_limit_per_second=self.settings.rate_limit_per_second,
             posting_calls=1,
             notes=(
-                f"Service Layer {self.settings.odata_version}; idempotency key in {self.settings.reference_field}",
+                f"{self._transport_name()}; idempotency key in {self.settings.reference_field}",
                 "incremental on UpdateDate (server) + UpdateTime (client); StockTransfers by date only",
                 "warehouses and bin locations have no modification stamp: full read, content-hash change detection",
-                "push_many uses $batch, one changeset per movement",
+                "push_many uses $batch, one changeset per movement" if self.settings.transport == "service_layer"
+                else "push_many sends one AddObject per movement (the DI Server has no batch call)",
             ),
         )
 
     def check(self) -> CheckResult:
         self.client.query_page("Warehouses", select=["WarehouseCode"], top=1)
         return CheckResult(True, f"logged in to {self.settings.company_db} as {self.settings.username} on "
-                                 f"/b1s/{self.settings.odata_version}; read Warehouses",
+                                 f"the {self._transport_name()}; read Warehouses",
                            server_version=self.client.server_version)
+
+    def _transport_name(self) -> str:
+        if self.settings.transport == "di_server":
+            return "DI Server (SOAP)"
+        return f"Service Layer /b1s/{self.settings.odata_version}"
 
     def close(self) -> None:
         self.client.close()

@@ -67,9 +67,15 @@ def test_registered_and_settings_validated() -> None:
     assert settings(series={"InventoryGenEntries": 21}).series == {"InventoryGenEntries": 21}
 
 
-def test_di_server_transport_is_not_available_yet() -> None:
-    with pytest.raises(ConfigError, match="not available yet"):
-        SapB1Connector(settings(transport="di_server"))
+def test_di_server_settings_reach_the_soap_login() -> None:
+    from connectors.sap_b1.di_server import DiServerClient
+
+    connector = SapB1Connector(settings(transport="di_server", di_database_server="hana01:30015",
+                                        di_database_type="dst_HANADB", di_license_server="lic:40000"))
+    assert isinstance(connector.client, DiServerClient)
+    assert connector.client._login_fields["DatabaseServer"] == "hana01:30015"
+    assert connector.client._login_fields["DatabaseType"] == "dst_HANADB"
+    assert "AddObject per movement" in " ".join(connector.capabilities.notes)
 
 
 def test_capabilities() -> None:
