@@ -96,7 +96,9 @@ class Capabilities:
     incremental: frozenset[Entity] = frozenset()
     balances: bool = True
     max_page_size: int = 1000
-    max_batch: int = 1  # movements per push_many call; 1 = no bulk endpoint
+    max_batch: int = 1  # movements (or master records) per bulk call; 1 = no bulk endpoint
+    # master data this connector can create or update with upsert() (migrations, master-data flows)
+    writable: frozenset[Entity] = frozenset()
     rate_limit_per_second: float | None = None
     posting_calls: int = 1  # API calls to post one document (Kingdee Save+Submit+Audit = 3)
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -185,6 +187,18 @@ class Connector(abc.ABC):
         """The vendor document already created for ``key`` (``created=False``, ``posted`` telling
         whether its stock is posted), or None. This is how the engine settles an ``Ambiguous``
         outcome before it sends anything again."""
+
+    def upsert(self, entity: Entity, records: Sequence[Any]) -> list[Receipt | ConnectorError]:
+        """Create or update master records (``Item``, ``Warehouse``, ``Partner``...), keyed by their
+        natural key (the vendor code); one result per input, in order.
+
+        Idempotent by nature: a record whose vendor twin already has the same content is left
+        alone (``created=False``); one that differs is updated; a missing one is created. An
+        entity outside ``capabilities.writable`` raises ``ConfigError``.
+        """
+        from connectors.errors import ConfigError
+
+        raise ConfigError(f"{self.name}: writing {entity} is not supported by the {self.platform} connector")
 
     def push_many(self, batch: Sequence[tuple[Movement, str]]) -> list[Receipt | ConnectorError]:
         """Push several movements; one result per input, in order. Bulk endpoints override this."""
