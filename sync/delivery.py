@@ -14,6 +14,13 @@ One delivery of one row::
   which finishes that same document. Not found → ``push``.
 - ``connector.push`` runs inside :meth:`RetryPolicy.call` (Transient and RateLimited only).
   Whatever still fails goes through :meth:`RetryPolicy.decide`.
+- A ``Retry-After`` applies to the tenant, not one row: after a rate-limited row is rescheduled,
+  the rest of that target's claimed rows are handed back (attempt not counted), due when the
+  window ends. (Other workers are kept in step by the per-connection rate limiter.)
+- A ``Rejected`` row is dead-lettered, unless an older row for the same target, still in
+  flight, adds stock where this one takes it (a transfer into the warehouse an issue takes
+  from): then it is deferred until that one settles. This covers the positions the single
+  ordering key of a row cannot (see :mod:`sync.push`); the attempt and age caps still apply.
 - Several due rows for a connector whose ``capabilities.max_batch > 1`` go through
   ``push_many`` in chunks: each result is settled on its own, so in a partial failure the rows
   that were created are marked sent with their receipts and never sent again.

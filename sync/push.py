@@ -26,8 +26,10 @@ Ordering keys
     negative-stock refusal happens on: issues, transfers), or, for a movement that only adds
     stock, the first position it adds to. So a receipt of A into W1 and a later transfer of A out
     of W1 share ``A@W1`` and go in that order. A multi-line movement is ordered on its anchor
-    only; its other lines are not ordered against movements anchored elsewhere (a key longer
-    than 255 characters is replaced by its hash).
+    only; its other lines are not ordered against movements anchored elsewhere, nor is the
+    inbound side of a transfer. Delivery closes that gap: a refusal while an older in-flight row
+    adds stock where the refused one takes it is deferred, not dead-lettered
+    (:mod:`sync.delivery`). A key longer than 255 characters is replaced by its hash.
 
 Re-enqueueing
     The same reference with the same content (``canonical.content_hash``, which ignores
