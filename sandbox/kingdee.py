@@ -334,8 +334,17 @@ class KingdeeSimulator(Simulator):
         if "_seq" not in record:
             self._created_seq += 1
             record["_seq"] = self._created_seq
-        self.records[key][record[form.pk]] = record
-        self._index[key] = None
+        table = self.records[key]
+        rid = record[form.pk]
+        index = self._index.get(key)
+        if index is not None and rid not in table and form.form_id not in (LOCATION, LOT):
+            # a new record: add its number to the index instead of rebuilding it (bulk seeding)
+            number = str(record.get(form.number_key) or "")
+            if number:
+                index.setdefault(number.casefold(), rid)
+        else:
+            self._index[key] = None
+        table[rid] = record
 
     def _by_number(self, form_id: str) -> dict[Any, int]:
         key = form_id.lower()

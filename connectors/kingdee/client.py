@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import json as jsonlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,7 @@ SESSION_COOKIE = "kdservice-sessionid"
 # The SDK's fixed XOR key for the secret part of an app id (kingdee.md §2.3; KDGO hard-codes it too).
 _APP_SECRET_KEY = b"0054f397c6234378b09ca7d3e5debce7"
 _PASSPORT_FAILURE = "fail to verify thirty passport"
+_RESPONSE_ERROR = re.compile(r"\s*response_error:", re.IGNORECASE)  # the server's crash text (§2.6)
 
 AuthMode = Literal["signature", "session"]
 LoginMethod = Literal["app_secret", "password"]
@@ -418,7 +420,7 @@ class K3CloudClient:
                 raise ConfigError(f"{resp.where}: 404; is the connection URL the site root ending /k3cloud/?")
             raise ContractViolation(f"{resp.where}: unexpected status {resp.status}; body starts "
                                     f"{excerpt(resp.text)!r}")
-        if resp.text.lstrip().lower().startswith("response_error:"):
+        if _RESPONSE_ERROR.match(resp.text):
             said = excerpt(resp.text)
             if write:
                 raise Ambiguous(f"{resp.where}: the server failed while handling the write ({said}); it may have "

@@ -393,15 +393,22 @@ class KingdeeConnector(Connector):
         for qp in self.client.query_pages(phase.form_id, phase.fields, filter_string=filter_string,
                                           order_string=phase.order, page_size=size, start_row=start):
             records, errors, latest = [], [], None
+            fields, mapper = phase.fields, phase.mapper
             for row in qp.rows:
-                data = m.row_dict(phase.fields, row)
-                key = str(data.get("FNumber") or f"{phase.form_id} row")
-                latest = _later(latest, self._row_modified(data))
+                data = dict(zip(fields, row))  # the client checked every row's width
                 try:
-                    records.append(phase.mapper(data))
+                    record = mapper(data)
                 except ValueError as exc:
+                    key = str(data.get("FNumber") or f"{phase.form_id} row")
+                    latest = _later(latest, self._row_modified(data))
                     errors.append(RecordError(entity.value, key, f"{phase.form_id} {key}: {exc}",
                                               field=getattr(exc, "field", None), raw=data))
+                    continue
+                records.append(record)
+                # the record's modified_at is FModifyDate read in the server's zone: not parsed twice
+                modified = record.modified_at
+                if modified is not None and (latest is None or modified > latest):
+                    latest = modified
             yield records, errors, latest, qp.next_start_row
 
     def _grouped(self, form_id: str, fields: list[str], filter_string: str, order: str, size: int, start: int,

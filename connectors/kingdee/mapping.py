@@ -112,6 +112,8 @@ def row_dict(keys: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
 
 def _text(value: Any) -> str | None:
     """A base-data number or text: "" / null / 0-as-missing-id → None."""
+    if type(value) is str:  # the common case first (read path: every field of every row)
+        return value.strip() or None
     if value is None:
         return None
     if isinstance(value, bool):
