@@ -44,7 +44,7 @@ import canonical
 from connectors.base import Connector, Entity, Receipt
 from connectors.errors import ConnectorError, DependencyMissing, Rejected
 from connectors.redaction import redact_text
-from sync import codemap, errorqueue
+from sync import codemap, errorqueue, metrics
 from sync.connections import Connections
 from sync.push import movement_of
 from sync.retry import Decision, RetryPolicy, Verdict, error_kind
@@ -252,7 +252,9 @@ def sweep(store: Store, now: datetime | None = None) -> int:
     """Re-queue rows whose lease expired (their worker died or hung): they become ambiguous and
     are reconciled with ``find`` before anything is sent again. How many."""
     with store.session(write=True) as session:
-        return ob.sweep_expired_leases(session, _clock(now)())
+        swept = ob.sweep_expired_leases(session, _clock(now)())
+    metrics.leases_expired(swept)
+    return swept
 
 
 def pause_connection(session: Session, connection_id: int, reason: str, *, now: datetime | None = None) -> None:
@@ -299,6 +301,7 @@ class _Delivery:
         for target_jobs in by_target.values():
             for result in self._deliver_target(target_jobs):
                 results[result.outbox_id] = result
+        metrics.deliveries(results.values())
         return [results[job.outbox_id] for job in jobs]
 
     def _deliver_target(self, jobs: list[_Job]) -> list[DeliveryResult]:

@@ -54,7 +54,7 @@ from canonical import CanonicalModel, Movement, RecordInvalid
 from connectors.base import Entity, Page
 from connectors.errors import ConnectorError
 from connectors.redaction import redact_text
-from sync import codemap
+from sync import codemap, metrics
 from sync.connections import Connections
 from sync.idmap import Binding, IdMapConflict, bind_many, entity_name
 from sync.pull_errors import dead_letter, resolve_written
@@ -186,6 +186,7 @@ def pull(store: Store, connections: Connections, name: str, entity: Entity | str
                         resumed=resumed, since=run.since, read=run.read_count, written=run.written_count,
                         failed=run.failed_count, max_source_modified=run.max_source_modified)
     ctx = _Context(connection_id, entity, rules, started, on_movement)
+    metrics.run_started(name, entity, run.mode)
     token, read_count = run.resume_token, run.read_count
     log.info("[%s] pull %s %s: run %d %s (since %s)", name, entity, run.mode, run.id,
              "resumed from its checkpoint" if resumed else "started", run.since)
@@ -197,6 +198,7 @@ def pull(store: Store, connections: Connections, name: str, entity: Entity | str
         with closing(_iterate(pages)):
             for page in pages:
                 counts = _commit_page(store, ctx, run.id, page, token, read_count)
+                metrics.records(name, entity, read=counts.read, written=counts.written, failed=counts.failed)
                 token, read_count = page.resume, read_count + counts.read
                 result.pages += 1
                 result.read += counts.read
@@ -213,10 +215,12 @@ def pull(store: Store, connections: Connections, name: str, entity: Entity | str
     except BaseException as exc:
         status = RunStatus.INTERRUPTED if isinstance(exc, (KeyboardInterrupt, SystemExit)) else RunStatus.FAILED
         _abandon(store, run.id, status, exc)
+        metrics.run_finished(name, entity, run.mode, status)
         exc.add_note(f"sync_run {run.id} is {status.value}; pull again (or resume_run={run.id}) to resume "
                      f"from its checkpoint")
         raise
     result.status = RunStatus.SUCCEEDED
+    metrics.run_finished(name, entity, run.mode, result.status)
     log.info("[%s] pull %s: run %d succeeded: %d read, %d written, %d unchanged, %d failed, watermark %s", name,
              entity, run.id, result.read, result.written, result.unchanged, result.failed, result.watermark)
     return result

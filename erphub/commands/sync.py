@@ -171,6 +171,21 @@ def run(
     out.print(_table(summaries, title="since start"))
 
 
+def _serve_metrics(store: Any, port: int | None, host: str) -> Any:
+    """``--metrics-port``: the Prometheus endpoint (sync.metrics.serve), or None without the option."""
+    if port is None:
+        return None
+    from sync.metrics import serve
+
+    try:
+        server = serve(store, port, host=host)
+    except OSError as exc:
+        err.print(f"cannot serve metrics on {host}:{port}: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    out.print(f"metrics on {server.url}", highlight=False)
+    return server
+
+
 def worker(
     ctx: typer.Context,
     queues: Annotated[Optional[list[str]], typer.Option("--queues", "-Q", help="Queues to consume (repeat or comma-"
@@ -181,6 +196,9 @@ def worker(
     queue_prefix: QueuePrefix = "",
     namespace: Namespace = "erphub",
     lease_seconds: LeaseSeconds = None,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus "
+                                                        "metrics on this port (sync.metrics).")] = None,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Start a dramatiq worker against the configured Redis or RabbitMQ broker."""
     from sync.broker import broker_kind, describe
@@ -197,6 +215,8 @@ def worker(
     chosen = [q.strip() for item in (queues or []) for q in item.split(",") if q.strip()] or None
     with _hub(settings, queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
               threads=threads, embedded_worker=False) as hub, _stop_on_signals() as stop:
+        metrics_server = _serve_metrics(hub.store, metrics_port, metrics_host)
+
         def ready(names: list[str]) -> None:
             out.print(f"worker ready: {describe(hub.broker)}, {threads} thread(s), queues: {', '.join(names)}",
                       highlight=False)
@@ -206,4 +226,7 @@ def worker(
         except ValueError as exc:
             err.print(str(exc), markup=False)
             raise typer.Exit(2) from None
+        finally:
+            if metrics_server is not None:
+                metrics_server.close()
     out.print("worker stopped", highlight=False)
