@@ -345,28 +345,7 @@ class Company:
 
     def getter(self, entity_set: str, key: Any) -> Callable[[str], Any]:
         """``get(property)`` for ``$filter``/``$orderby``: stored value, stamp, computed or default."""
-        es = ENTITY_SETS[entity_set]
-        record = self.records[entity_set][key]
-        stamps: dict[str, Any] | None = None
-        totals: dict[str, Decimal] | None = None
-
-        def get(name: str) -> Any:
-            nonlocal stamps, totals
-            if name in record:
-                return record[name]
-            if stamps is None:
-                stamps = self.stamps(es, key)
-            if name in stamps:
-                return stamps[name]
-            if es.name == "Items" and name in ("QuantityOnStock", "QuantityOrderedFromVendors",
-                                               "QuantityOrderedByCustomers", "DataVersion"):
-                if name == "DataVersion":
-                    return self.meta[(entity_set, key)].version
-                if totals is None:
-                    totals = self._item_totals(key)
-                return totals[name]
-            return es.template.get(name)
-        return get
+        return _Getter(self, ENTITY_SETS[entity_set], key, self.records[entity_set][key])
 
     def _item_totals(self, sku: str) -> dict[str, Decimal]:
         onhand = self.onhand()
@@ -1045,6 +1024,37 @@ class Company:
                 uow = self._require_uow()
                 uow.postings.append(("post", f"OpeningBalances({self.seq})", tuple(entries)))
         self.stock_changed()
+
+
+class _Getter:
+    """One record's property reader for ``$filter``/``$orderby``. A small object rather than a
+    closure: a query builds one per record of the entity set, and lookups by reference field
+    scan every document, so this is the simulator's hot path."""
+
+    __slots__ = ("company", "es", "key", "record", "stamps", "totals")
+
+    def __init__(self, company: Company, es: EntitySet, key: Any, record: dict[str, Any]) -> None:
+        self.company, self.es, self.key, self.record = company, es, key, record
+        self.stamps: dict[str, Any] | None = None
+        self.totals: dict[str, Decimal] | None = None
+
+    def __call__(self, name: str) -> Any:
+        record = self.record
+        if name in record:
+            return record[name]
+        es = self.es
+        if self.stamps is None:
+            self.stamps = self.company.stamps(es, self.key)
+        if name in self.stamps:
+            return self.stamps[name]
+        if es.name == "Items" and name in ("QuantityOnStock", "QuantityOrderedFromVendors",
+                                           "QuantityOrderedByCustomers", "DataVersion"):
+            if name == "DataVersion":
+                return self.company.meta[(es.name, self.key)].version
+            if self.totals is None:
+                self.totals = self.company._item_totals(self.key)
+            return self.totals[name]
+        return es.template.get(name)
 
 
 def etag_for(version: int) -> str:
