@@ -72,7 +72,7 @@ class Hub:
                  broker: BrokerConfig | str = BrokerConfig(), *, policy: Any = None, threads: int = 4,
                  embedded_worker: bool | None = None, resend_after: float | None = None,
                  lookback: timedelta = timedelta(minutes=5), worker_id: str | None = None,
-                 shared_rate_limits: bool | None = None) -> None:
+                 rate_limit_url: str | None = None) -> None:
         self.config = BrokerConfig(url=broker) if isinstance(broker, str) else broker
         self.flows = list(flows)
         runtime_kwargs: dict[str, Any] = {}
@@ -80,9 +80,11 @@ class Hub:
             runtime_kwargs["worker_id"] = worker_id
         self.runtime = Runtime(store, connections, policy=policy, queue_prefix=self.config.queue_prefix,
                                flows={f.name: f for f in self.flows}, lookback=lookback, **runtime_kwargs)
-        shared = self.config.kind == "redis" if shared_rate_limits is None else shared_rate_limits
-        if shared:  # many worker processes: one bucket per connection, in Redis
-            self.runtime.limiters = RateLimiters(self.runtime.rate_of, redis_url=self.config.url,
+        # Many worker processes share one bucket per connection in Redis: the broker's own Redis,
+        # or ``rate_limit_url`` (a RabbitMQ deployment without it gets one bucket per process).
+        shared_url = rate_limit_url or (self.config.url if self.config.kind == "redis" else None)
+        if shared_url:
+            self.runtime.limiters = RateLimiters(self.runtime.rate_of, redis_url=shared_url,
                                                  namespace=self.config.namespace)
         self.broker = build_broker(self.config)
         self.actors: Actors = declare_actors(self.broker, self.runtime, resend_after=resend_after)

@@ -38,6 +38,10 @@ Namespace = Annotated[str, typer.Option("--namespace", envvar="ERPHUB_BROKER_NAM
 LeaseSeconds = Annotated[Optional[float], typer.Option(
     "--lease-seconds", min=1, help="How long a delivery may hold an outbox row (default from the retry policy).")]
 Threads = Annotated[int, typer.Option("--threads", min=1, help="Worker threads.")]
+RateLimitUrl = Annotated[Optional[str], typer.Option(
+    "--rate-limit-redis", envvar="ERPHUB_RATELIMIT_REDIS_URL",
+    help="Redis URL for rate limiters shared by all workers (default: the broker's Redis; with RabbitMQ "
+         "and no Redis each worker process keeps its own bucket).")]
 
 
 def _settings(ctx: typer.Context) -> Any:
@@ -56,7 +60,7 @@ def _settings(ctx: typer.Context) -> Any:
 
 @contextmanager
 def _hub(settings: Any, *, queue_prefix: str, namespace: str, lease_seconds: float | None, threads: int,
-         embedded_worker: bool | None = None) -> Iterator[Any]:
+         embedded_worker: bool | None = None, rate_limit_url: str | None = None) -> Iterator[Any]:
     from sync.broker import BrokerConfig
     from sync.connections import Connections
     from sync.retry import RetryPolicy
@@ -70,7 +74,7 @@ def _hub(settings: Any, *, queue_prefix: str, namespace: str, lease_seconds: flo
         store.upgrade()
         with Connections(store, settings.connections) as connections:
             hub = Hub(store, connections, settings.flows, config, policy=policy, threads=threads,
-                      embedded_worker=embedded_worker)
+                      embedded_worker=embedded_worker, rate_limit_url=rate_limit_url)
             try:
                 yield hub
             finally:
@@ -196,6 +200,7 @@ def worker(
     queue_prefix: QueuePrefix = "",
     namespace: Namespace = "erphub",
     lease_seconds: LeaseSeconds = None,
+    rate_limit_redis: RateLimitUrl = None,
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus "
                                                         "metrics on this port (sync.metrics).")] = None,
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")] = "127.0.0.1",
@@ -214,7 +219,8 @@ def worker(
                   markup=False)
     chosen = [q.strip() for item in (queues or []) for q in item.split(",") if q.strip()] or None
     with _hub(settings, queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
-              threads=threads, embedded_worker=False) as hub, _stop_on_signals() as stop:
+              threads=threads, embedded_worker=False, rate_limit_url=rate_limit_redis) as hub, \
+            _stop_on_signals() as stop:
         metrics_server = _serve_metrics(hub.store, metrics_port, metrics_host)
 
         def ready(names: list[str]) -> None:

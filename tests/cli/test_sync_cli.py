@@ -4,6 +4,10 @@ temporary configuration whose secrets come from the environment."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -152,3 +156,31 @@ def test_a_failing_flow_exits_1_and_names_the_problem(tmp_path, runner, referenc
     result = runner.invoke(app, ["--config", str(config), "sync", "once", "--timeout", "30"], env=ENV)
     assert result.exit_code == 1
     assert "movements" in _row(result.output, "movements_ref_to_kd")[-1]
+
+
+def test_sync_run_stops_cleanly_on_sigterm(tmp_path, sims):
+    # Given `erphub sync run` in its own process with a balances flow on the Kingdee simulator
+    config = tmp_path / "erphub.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "hub.db"}"\n\n' + kingdee_block("kd", sims["kd"][1])
+                      + '\n[[flows]]\nname = "snap"\nkind = "balances"\nsource = "kd"\nevery = "1s"\n',
+                      encoding="utf-8")
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen([sys.executable, "-m", "erphub.cli", "--config", str(config), "sync", "run"],
+                               cwd=root, env={**os.environ, **ENV, "PYTHONPATH": str(root)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        # When it is sent SIGTERM
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # Then it stopped by itself, with its summary
+    assert process.returncode == 0, "".join(lines) + output
+    assert "since start" in output and "snap" in output
