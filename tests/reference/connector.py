@@ -1,7 +1,7 @@
 """The reference connector: the full contract on connectors/http.py, in a few lines each."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +10,7 @@ from pydantic import SecretStr, ValidationError
 from canonical import Movement, MovementKind, StockBalance
 from connectors.base import Capabilities, CheckResult, ConnectionSettings, Connector, Entity, Page, Receipt, \
     RecordError
-from connectors.errors import ContractViolation
+from connectors.errors import ConfigError, ConnectorError, ContractViolation, Rejected
 from connectors.http import HttpClient
 from tests.reference import mapping
 from tests.reference.client import ReferenceClient
@@ -21,7 +21,11 @@ MAPPERS: dict[Entity, Callable[[Any], Any]] = {
     Entity.ITEMS: mapping.item, Entity.WAREHOUSES: mapping.warehouse, Entity.PARTNERS: mapping.partner,
     Entity.MOVEMENTS: mapping.document_to_movement,
 }
+WRITERS: dict[Entity, Callable[[Any], dict[str, Any]]] = {
+    Entity.ITEMS: mapping.item_to_row, Entity.WAREHOUSES: mapping.warehouse_to_row,
+}
 MAX_PAGE = 100
+MAX_UPSERT = 100
 
 
 class ReferenceSettings(ConnectionSettings):
@@ -44,7 +48,8 @@ class ReferenceConnector(Connector):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(entities=frozenset(PATHS), movement_kinds=frozenset(k.value for k in MovementKind),
-                            incremental=frozenset(PATHS), max_page_size=MAX_PAGE, posting_calls=1)
+                            incremental=frozenset(PATHS), max_page_size=MAX_PAGE, posting_calls=1,
+                            writable=frozenset(WRITERS))
 
     def check(self) -> CheckResult:
         self.client.login()
@@ -101,6 +106,31 @@ class ReferenceConnector(Connector):
                                 json=mapping.movement_to_document(movement, key))
         return Receipt(key=key, document_id=str(body["id"]), document_number=body["number"], created=True,
                        status=body.get("status"))
+
+    def upsert(self, entity: Entity, records: Sequence[Any]) -> list[Receipt | ConnectorError]:
+        entity = Entity(entity)
+        if entity not in WRITERS:
+            raise ConfigError(f"{self.name}: writing {entity} is not supported by the reference connector")
+        results: list[Receipt | ConnectorError] = []
+        for start in range(0, len(records), MAX_UPSERT):
+            chunk = records[start:start + MAX_UPSERT]
+            # the server applies each row on its own and answers per row, so a lost answer is
+            # safe to send again: this call is idempotent
+            body = self.client.call("POST", PATHS[entity], idempotent=True,
+                                    json={"rows": [WRITERS[entity](r) for r in chunk]})
+            answers = body.get("results")
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise ContractViolation(f"POST {PATHS[entity]}: expected {len(chunk)} results, got {answers!r:.200}")
+            for record, answer in zip(chunk, answers, strict=True):
+                if answer.get("ok") is True:
+                    results.append(Receipt(key=record.natural_key, document_id=str(answer["code"]),
+                                           document_number=str(answer["code"]), created=bool(answer.get("created")),
+                                           status="changed" if answer.get("changed") else "unchanged"))
+                else:
+                    results.append(Rejected(str(answer.get("message") or answer.get("code")),
+                                            vendor_code=answer.get("code"), record=record.natural_key,
+                                            details={"field": answer.get("field")}))
+        return results
 
     def close(self) -> None:
         self.client.http.close()

@@ -40,6 +40,17 @@ def warehouse(row: Row) -> Warehouse:
                      modified_at=modified(row))
 
 
+def item_to_row(i: Item) -> dict[str, Any]:
+    return {"code": i.sku, "name": i.name, "uom": i.base_unit, "spec": i.spec, "barcode": i.barcode,
+            "group": i.category, "lot_control": i.batch_managed}
+
+
+def warehouse_to_row(w: Warehouse) -> dict[str, Any]:
+    # the reference ERP keeps a warehouse's bins as a list; a canonical Warehouse only says whether
+    # it is bin-managed, so bins are created by the vendor's own UI, never by us
+    return {"code": w.code, "name": w.name, "bins": []}
+
+
 def partner(row: Row) -> Partner:
     return Partner(code=row["code"], name=row["name"], role=row["role"], modified_at=modified(row))
 

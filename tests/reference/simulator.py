@@ -13,6 +13,13 @@ Protocol
   ``POST /api/documents`` ``{"type", "ext_key", "reference", "date", "partner", "lines": [...]}``
   creates and posts a stock document in one call. It does not de-duplicate ``ext_key``: the
   client must look before it sends (as with Kingdee and SAP B1).
+  ``POST /api/{items,warehouses}`` ``{"rows": [...]}`` (≤ 100 rows) creates or updates master
+  records by ``code``: ``{"ok": true, "results": [...]}``, one result per row, in order:
+  ``{"ok": true, "code", "created": bool, "changed": bool}`` or ``{"ok": false, "code": "E_...",
+  "message", "field"}`` for a row refused on its own (``E_UNIT``: a unit the company does not
+  know; ``E_INVALID``: a missing code or name). A row identical to the stored one changes
+  nothing (its ``modified`` stamp stays). The known units are the constructor's ``units`` plus
+  those of seeded items.
 
 Business failures answer HTTP 200 with ``{"ok": false, "code": "E_...", "message": ...}``
 (``E_STOCK_NEGATIVE``, ``E_ITEM``, ``E_PARTNER``, ``E_WAREHOUSE``, ``E_INVALID``). Auth failures
@@ -39,6 +46,11 @@ from sandbox.world import World
 
 USER, PASSWORD = "conformance", "ref-secret-42"
 MAX_LIMIT = 100
+MAX_UPSERT = 100
+# Units a fresh company knows (the vendor's unit list; seeded items add theirs).
+DEFAULT_UNITS = ("PCS", "EA", "SET", "PAIR", "BOX", "CTN", "PACK", "DOZ", "KG", "G", "T", "L", "ML", "M")
+ITEM_FIELDS = ("name", "uom", "spec", "barcode", "group", "lot_control")
+WAREHOUSE_FIELDS = ("name", "bins")
 CST = timezone(timedelta(hours=8))
 
 # document type → (stock direction, partner role needed)
@@ -69,7 +81,8 @@ def stamp(epoch: float) -> str:
 class ReferenceErp(Simulator):
     name = "reference"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, units: Any = DEFAULT_UNITS, **kwargs: Any) -> None:
+        self.units: set[str] = set(units)
         self.items: dict[str, dict[str, Any]] = {}
         self.warehouses: dict[str, dict[str, Any]] = {}
         self.partners: dict[str, dict[str, Any]] = {}
@@ -84,6 +97,7 @@ class ReferenceErp(Simulator):
             Rule("/api/login", endpoint="login", methods=["POST"]),
             Rule("/api/ping", endpoint="ping", methods=["GET"]),
             Rule("/api/<any(items,warehouses,partners):entity>", endpoint="list_master", methods=["GET"]),
+            Rule("/api/<any(items,warehouses):entity>", endpoint="upsert_master", methods=["POST"]),
             Rule("/api/stock", endpoint="stock", methods=["GET"]),
             Rule("/api/documents", endpoint="list_documents", methods=["GET"]),
             Rule("/api/documents", endpoint="create_document", methods=["POST"]),
@@ -112,6 +126,7 @@ class ReferenceErp(Simulator):
         now = self.clock()
         with self.lock:
             for item in world.items:
+                self.units.add(item.unit)
                 self.items[item.sku] = {"code": item.sku, "name": item.name, "uom": item.unit, "spec": item.spec,
                                         "barcode": item.barcode, "group": item.category,
                                         "lot_control": item.batch_managed, "modified": now}
@@ -197,6 +212,51 @@ class ReferenceErp(Simulator):
             partner = self.partners.get(row["partner"]) if row["partner"] else None
             row["partner"] = None if partner is None else {k: partner[k] for k in ("code", "name", "role")}
         return self._page(request, rows)
+
+    def upsert_master(self, request: Request, entity: str) -> Response:
+        self._session(request)
+        body = read_json(request)
+        rows = body.get("rows") if isinstance(body, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise Refused("E_INVALID", "an upsert is {\"rows\": [objects]}", status=400)
+        if len(rows) > MAX_UPSERT:
+            raise Refused("E_INVALID", f"at most {MAX_UPSERT} rows per call, got {len(rows)}", status=400)
+        table, fields = (self.items, ITEM_FIELDS) if entity == "items" else (self.warehouses, WAREHOUSE_FIELDS)
+        results = []
+        with self.lock:
+            for n, row in enumerate(rows, start=1):
+                problem = self._master_problem(entity, row)
+                if problem is not None:
+                    field, code, message = problem
+                    results.append({"ok": False, "code": code, "field": field, "message": f"row {n}: {message}"})
+                    continue
+                clean = {f: (list(row.get(f) or []) if f == "bins" else row.get(f)) for f in fields}
+                if entity == "items":
+                    clean["lot_control"] = bool(clean["lot_control"])
+                stored = table.get(row["code"])
+                if stored is None:
+                    table[row["code"]] = {"code": row["code"], **clean, "modified": self.clock()}
+                    results.append({"ok": True, "code": row["code"], "created": True, "changed": True})
+                elif any(stored.get(f) != clean[f] for f in fields):
+                    stored.update(clean, modified=self.clock())
+                    results.append({"ok": True, "code": row["code"], "created": False, "changed": True})
+                else:
+                    results.append({"ok": True, "code": row["code"], "created": False, "changed": False})
+        self.after_commit(request)
+        return json_response({"ok": True, "results": results})
+
+    def _master_problem(self, entity: str, row: Mapping[str, Any]) -> tuple[str, str, str] | None:
+        """(field, vendor code, message) of a row this company refuses, or None."""
+        for field in ("code", "name"):
+            if not isinstance(row.get(field), str) or not row[field].strip():
+                return field, "E_INVALID", f"{field} is required"
+        if entity == "items":
+            uom = row.get("uom")
+            if uom not in self.units:
+                return "uom", "E_UNIT", f"item {row['code']!r}: unknown unit of measure {uom!r}"
+        elif not isinstance(row.get("bins") or [], list):
+            return "bins", "E_INVALID", "bins is a list of bin codes"
+        return None
 
     def stock(self, request: Request) -> Response:
         self._session(request)
