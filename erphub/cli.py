@@ -21,6 +21,7 @@ app.add_typer(__import__("erphub.commands.sync", fromlist=["sync_app"]).sync_app
 app.command("worker")(__import__("erphub.commands.sync", fromlist=["worker"]).worker)
 app.add_typer(__import__("erphub.commands.codemap", fromlist=["app"]).app, name="codemap")
 app.add_typer(__import__("erphub.commands.errors", fromlist=["app"]).app, name="errors")
+app.command("status")(__import__("erphub.commands.status", fromlist=["status"]).status)
 
 out = Console()
 err = Console(stderr=True)

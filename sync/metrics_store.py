@@ -154,7 +154,7 @@ def read_snapshot(store: Store, *, include_sent: bool = False, now: datetime | N
             return names.get(cid, f"#{cid}")
 
         statuses = (*NOT_SENT, OutboxStatus.SENT) if include_sent else NOT_SENT
-        counts: dict[int, dict[str, Any]] = {}
+        counts: dict[int, dict[str, Any]] = {cid: {} for cid in names}  # every connection, zeros included
         for cid, status, rows in session.execute(
                 select(Outbox.target_connection_id, Outbox.status, func.count())
                 .where(Outbox.status.in_(statuses)).group_by(Outbox.target_connection_id, Outbox.status)):
