@@ -15,7 +15,7 @@ import pytest
 
 from canonical import Movement, MovementKind, MovementLine, Partner
 from connectors.base import Entity
-from connectors.errors import Action, Ambiguous, ContractViolation, Rejected, Transient
+from connectors.errors import Action, Ambiguous, ConfigError, ContractViolation, Rejected, Transient
 from connectors.kingdee import KingdeeConnector, KingdeeSettings
 from sandbox.faults import ErrorFault, FaultPlan
 from sandbox.kingdee import KingdeeSimulator
@@ -132,7 +132,6 @@ def test_negative_stock_is_rejected_naming_the_quantity_field_and_leaves_no_bill
 
 
 def test_an_unknown_field_key_on_a_read_is_a_config_error_naming_the_field(sim, url):
-    from connectors.errors import ConfigError
     kd = connect(url, barcode_field="F_NOPE_Barcode")
     with pytest.raises(ConfigError) as failed:
         list(kd.read(Entity.ITEMS))
@@ -224,7 +223,6 @@ def test_a_query_failure_wrapped_once_instead_of_twice_is_still_translated(sim, 
     status = ('{"ErrorCode": 500, "IsSuccess": false, "Errors": [{"FieldName": "FModifyDate", "Message": '
               '"字段不存在", "DIndex": 0}], "SuccessEntitys": [], "SuccessMessages": [], "MsgCode": 9}')
     fault(sim, "ExecuteBillQuery", '[{"Result": {"ResponseStatus": ' + status + '}}]')
-    from connectors.errors import ConfigError
     with pytest.raises(ConfigError) as failed:
         list(kd.read(Entity.ITEMS))
     assert failed.value.vendor_code == "9" and "FModifyDate: 字段不存在" in failed.value.message
