@@ -40,7 +40,7 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal
@@ -55,11 +55,15 @@ __all__ = [
     "FORMATS",
     "IntakeProblem",
     "IntakeResult",
+    "Rows",
+    "csv_rows",
     "format_of",
     "read_csv",
     "read_json",
     "read_movements",
+    "read_rows",
     "read_xlsx",
+    "xlsx_rows",
 ]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -124,6 +128,19 @@ class IntakeResult:
     @property
     def accepted(self) -> int:
         return len(self.movements)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The raw rows of a table file, ``(line or row number, cells)``, and how it was read;
+    ``problem`` when the file could not be read at all (then ``rows`` is empty)."""
+
+    format: Format
+    rows: list[tuple[int, Sequence[object]]]
+    encoding: str | None = None
+    encoding_note: str | None = None
+    sheet: str | None = None
+    problem: IntakeProblem | None = None
 
 
 class _Unreadable(Exception):
@@ -262,19 +279,75 @@ def read_csv(
 ) -> IntakeResult:
     """Movements from the bytes of a CSV (or tab-separated) file."""
     zone, zone_name = _zone(timezone)
+    raw = csv_rows(data)
+    if raw.problem is not None:
+        return IntakeResult((), (raw.problem,), 0, "csv", encoding=raw.encoding, encoding_note=raw.encoding_note,
+                            timezone=zone_name)
+    table = read_table(raw.rows, zone=zone, units=units)
+    return _result(table, "csv", zone_name, encoding=raw.encoding, encoding_note=raw.encoding_note)
+
+
+def csv_rows(data: bytes) -> Rows:
+    """The ``(line, cells)`` rows of a CSV (or tab-separated) file, decoded as :func:`decode` says;
+    an unreadable file is ``Rows.problem``. Shared with other table readers (count sheets)."""
     try:
         text, encoding, note = decode(data)
     except _Unreadable as exc:
-        return _unreadable(exc, "csv", timezone=zone_name)
+        return Rows("csv", [], problem=IntakeProblem(exc.line, "", exc.message))
     try:
-        rows = list(_csv_rows(text))
+        rows: list[tuple[int, Sequence[object]]] = list(_csv_rows(text))
     except _Unreadable as exc:
-        return _unreadable(exc, "csv", encoding=encoding, encoding_note=note, timezone=zone_name)
-    table = read_table(rows, zone=zone, units=units)
-    return _result(table, "csv", zone_name, encoding=encoding, encoding_note=note)
+        return Rows("csv", [], encoding, note, problem=IntakeProblem(exc.line, "", exc.message))
+    return Rows("csv", rows, encoding, note)
 
 
 # ------------------------------------------------------------------------------------ XLSX
+
+
+def xlsx_rows(source: str | Path | BinaryIO, *, sheet: str | None = None) -> Rows:
+    """The ``(row number, cells)`` rows of an .xlsx worksheet (the first, or the one named ``sheet``),
+    cached formula values; an unreadable workbook is ``Rows.problem``. Shared with count sheets."""
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        workbook = load_workbook(source, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        return Rows("xlsx", [], problem=IntakeProblem(1, "", f"is not a readable .xlsx workbook ({exc})"))
+    try:
+        titles = [ws.title for ws in workbook.worksheets]  # chartsheets hold no rows
+        if sheet is None:
+            if not workbook.worksheets:
+                return Rows("xlsx", [], problem=IntakeProblem(1, "", "the workbook has no worksheet"))
+            worksheet = workbook.worksheets[0]
+        elif sheet in titles:
+            worksheet = workbook[sheet]
+        else:
+            known = ", ".join(map(repr, titles))
+            return Rows("xlsx", [], sheet=sheet, problem=IntakeProblem(
+                1, "", f"the workbook has no worksheet named {sheet!r} (sheets: {known})"))
+        # Exporters often write a wrong <dimension>; read every row that is there.
+        worksheet.reset_dimensions()
+        rows: list[tuple[int, Sequence[object]]] = [
+            (number, values) for number, values in enumerate(worksheet.iter_rows(min_row=1, values_only=True), start=1)]
+        return Rows("xlsx", rows, sheet=worksheet.title)
+    finally:
+        workbook.close()
+
+
+def read_rows(path: str | Path, *, sheet: str | None = None) -> Rows:
+    """The rows of a CSV or .xlsx file (format from the extension; ValueError for others, and for a
+    sheet name on a CSV). OSError when the file cannot be opened."""
+    path = Path(path)
+    fmt = format_of(path)
+    if fmt == "json":
+        raise ValueError(f"{path.name}: expected a table (.csv or .xlsx), not JSON")
+    if sheet is not None and fmt != "xlsx":
+        raise ValueError(f"a sheet name only applies to .xlsx workbooks, not {fmt}")
+    if fmt == "xlsx":
+        with path.open("rb") as handle:
+            return xlsx_rows(handle, sheet=sheet)
+    return csv_rows(path.read_bytes())
 
 
 def read_xlsx(
@@ -285,33 +358,11 @@ def read_xlsx(
     units: UnitCatalog | None = None,
 ) -> IntakeResult:
     """Movements from an .xlsx workbook: the first sheet, or the one named ``sheet``."""
-    from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
-
     zone, zone_name = _zone(timezone)
-    try:
-        workbook = load_workbook(source, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        return _unreadable(_Unreadable(1, f"is not a readable .xlsx workbook ({exc})"), "xlsx", timezone=zone_name)
-    try:
-        titles = [ws.title for ws in workbook.worksheets]  # chartsheets hold no rows
-        if sheet is None:
-            if not workbook.worksheets:
-                return _unreadable(_Unreadable(1, "the workbook has no worksheet"), "xlsx", timezone=zone_name)
-            worksheet = workbook.worksheets[0]
-        elif sheet in titles:
-            worksheet = workbook[sheet]
-        else:
-            known = ", ".join(map(repr, titles))
-            return _unreadable(_Unreadable(1, f"the workbook has no worksheet named {sheet!r} (sheets: {known})"),
-                               "xlsx", sheet=sheet, timezone=zone_name)
-        # Exporters often write a wrong <dimension>; read every row that is there.
-        worksheet.reset_dimensions()
-        rows = [(number, values) for number, values
-                in enumerate(worksheet.iter_rows(min_row=1, values_only=True), start=1)]
-        title = worksheet.title
-    finally:
-        workbook.close()
+    raw = xlsx_rows(source, sheet=sheet)
+    if raw.problem is not None:
+        return IntakeResult((), (raw.problem,), 0, "xlsx", sheet=raw.sheet, timezone=zone_name)
+    rows, title = raw.rows, raw.sheet
     table = read_table(rows, zone=zone, units=units)
     return _result(table, "xlsx", zone_name, sheet=title)
 
