@@ -167,3 +167,126 @@ def test_dry_run_reports_what_would_fail_with_record_and_field(store, pair) -> N
     assert negative.field == "on_hand" and "negative" in negative.message
     assert result.errors == len(problems)
     assert p.target.documents == [] and set(p.target.items) == {"SH-001"}
+
+
+# --- kill and resume ----------------------------------------------------------------------------------
+
+
+class Killer:
+    """A connector that dies (KeyboardInterrupt, as Ctrl-C would) at the ``at``-th call of ``what``
+    (``pages`` read from the source, ``upserts``, ``pushes``), once; ``after_commit`` kills the
+    process right after the vendor committed a push, before its answer is recorded."""
+
+    def __init__(self, inner: Connector, plan: dict[str, Any]) -> None:
+        self.inner, self.plan = inner, plan
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _tick(self, what: str) -> None:
+        if self.plan.get("what") != what or self.plan.get("fired"):
+            return
+        self.plan["seen"] = self.plan.get("seen", 0) + 1
+        if self.plan["seen"] >= self.plan["at"]:
+            self.plan["fired"] = True
+            raise KeyboardInterrupt(f"killed at {what} #{self.plan['seen']}")
+
+    def read(self, entity: Entity, **kwargs: Any) -> Iterator[Page[Any]]:
+        for page in self.inner.read(entity, **kwargs):
+            self._tick(f"pages:{Entity(entity).value}")
+            yield page
+
+    def read_balances(self, **kwargs: Any) -> Iterator[Page[Any]]:
+        for page in self.inner.read_balances(**kwargs):
+            self._tick("pages:balances")
+            yield page
+
+    def upsert(self, entity: Entity, records: Any) -> Any:
+        self._tick("upserts")
+        return self.inner.upsert(entity, records)
+
+    def push(self, movement: Any, key: str) -> Any:
+        if self.plan.get("after_commit"):
+            receipt = self.inner.push(movement, key)
+            self._tick("pushes")
+            return receipt
+        self._tick("pushes")
+        return self.inner.push(movement, key)
+
+    def push_many(self, batch: Any) -> Any:
+        return [self.push(m, k) for m, k in batch]
+
+
+KILLS = [
+    pytest.param({"side": "src", "what": "pages:items", "at": 5}, id="reading items"),
+    pytest.param({"side": "dst", "what": "upserts", "at": 7}, id="writing items"),
+    pytest.param({"side": "src", "what": "pages:balances", "at": 4}, id="reading balances"),
+    pytest.param({"side": "dst", "what": "pushes", "at": 6}, id="delivering"),
+    pytest.param({"side": "dst", "what": "pushes", "at": 3, "after_commit": True}, id="answer lost after commit"),
+]
+
+
+@pytest.mark.parametrize("plan", KILLS)
+def test_killed_half_way_and_resumed_ends_with_no_duplicates_and_no_variance(store, pair, plan) -> None:
+    # Given 1,000 items over 3 warehouses (10 pages of each), and a connector that dies half way
+    world = generated_world(1000)
+    p = pair(world, wrap=lambda name, c: Killer(c, plan) if name == plan["side"] else c)
+    with pytest.raises(KeyboardInterrupt) as killed:
+        run(store, p, lines_per_movement=40)
+    run_id = store_run_id(store)
+    assert f"--resume {run_id}" in "".join(getattr(killed.value, "__notes__", []))
+    with store.session() as s:
+        assert s.get(SyncRun, run_id).status == RunStatus.INTERRUPTED
+    # When the run is resumed
+    result = run(store, p, source=None, target=None, resume_run=run_id)
+    # Then the target matches the source exactly, and nothing was created twice
+    assert result.ok, (result.reconciliation, result.errors)
+    assert result.resumed and result.run_id == run_id
+    assert len(p.target.items) == 1000 and ledger(p.target) == ledger(p.source)
+    docs = migration_documents(p.target)
+    keys = [d["ext_key"] for d in docs]
+    assert len(keys) == len(set(keys)) and len({d["reference"] for d in docs}) == len(docs)
+    with store.session() as s:
+        assert s.query(Outbox).filter(Outbox.status != OutboxStatus.SENT).count() == 0
+        assert s.query(Outbox).count() == len(docs)
+
+
+def store_run_id(store: Store) -> int:
+    with store.session() as s:
+        return max(r.id for r in s.query(SyncRun).all())
+
+
+def test_a_new_run_is_refused_while_an_earlier_one_is_unfinished(store, pair) -> None:
+    plan = {"what": "pages:balances", "at": 1}
+    p = pair(wrap=lambda name, c: Killer(c, plan) if name == "src" else c)
+    with pytest.raises(KeyboardInterrupt):
+        run(store, p)
+    from connectors.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--resume"):
+        run(store, p)
+
+
+# --- bad records on a real run --------------------------------------------------------------------------
+
+
+def test_bad_records_go_to_the_error_queue_and_the_rest_migrates(store, pair) -> None:
+    # Given a target that does not know dozens, an item kept in dozens, and a negative balance
+    p = pair(BAD_WORLD, target_units=("PCS", "PAIR", "KG", "PACK", "L", "CTN"))
+    p.source.seed(NEGATIVE)
+    result = run(store, p)
+    # Then the item is refused by the target and sits in the error queue with the vendor's code and field
+    with store.session() as s:
+        entries = {(e.entity, e.record_key): e for e in errorqueue.entries(s, status="open")}
+    drum = entries[("items", "DRUM-1")]
+    assert drum.vendor_code == "E_UNIT" and drum.payload["field"] == "uom"
+    assert entries[("balances", "DRUM-1@WH01")].payload["field"] == "sku"
+    assert entries[("balances", "CAP-01@WH02")].payload["field"] == "on_hand"
+    # and everything else migrated
+    assert set(p.target.items) == set(p.source.items) - {"DRUM-1"}
+    expected = {k: v for k, v in ledger(p.source).items() if k[0] != "DRUM-1" and v > 0}
+    assert ledger(p.target) == expected
+    # and the reconciliation does not pretend otherwise
+    rec = result.reconciliation
+    assert not result.ok and rec.sets["items"].missing == 1 and rec.sets["items"].examples_missing == ["DRUM-1"]
+    assert rec.balances.missing == 2 and rec.balances.different == 0
