@@ -21,6 +21,7 @@ app.add_typer(__import__("erphub.commands.sync", fromlist=["sync_app"]).sync_app
 app.command("worker")(__import__("erphub.commands.sync", fromlist=["worker"]).worker)
 app.add_typer(__import__("erphub.commands.codemap", fromlist=["app"]).app, name="codemap")
 app.add_typer(__import__("erphub.commands.errors", fromlist=["app"]).app, name="errors")
+app.add_typer(__import__("erphub.commands.trial", fromlist=["app"]).app, name="trial")
 app.command("status")(__import__("erphub.commands.status", fromlist=["status"]).status)
 
 out = Console()
@@ -166,6 +167,7 @@ def sandbox_up(
 
 
 import erphub.commands.push  # noqa: E402,F401 - registers `erphub push`
+import erphub.commands.migrate  # noqa: E402,F401 - registers `erphub migrate`
 
 if __name__ == "__main__":  # pragma: no cover
     app()
