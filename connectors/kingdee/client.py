@@ -271,6 +271,18 @@ class SaveResult:
 
 
 @dataclass(frozen=True)
+class BatchResult:
+    """The ``ResponseStatus`` of a call on several records (BatchSave, Submit/Audit/... of several
+    ids): the successes (``Id``, ``Number``, ``DIndex``) and the errors (``FieldName``,
+    ``Message``, ``DIndex``), for the caller to map back to its records."""
+
+    success: bool
+    msg_code: int
+    successes: tuple[Mapping[str, Any], ...]
+    errors: tuple[Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class QueryPage:
     start_row: int
     rows: list[list[Any]]
@@ -474,7 +486,7 @@ class K3CloudClient:
             raise ContractViolation(said, record=record, details=details) from None
 
     def call(self, op: str, body: Mapping[str, Any], *, write: bool, form_id: str | None = None,
-             record: str | None = None, bill: str | None = None) -> Any:
+             record: str | None = None, bill: str | None = None, per_record: bool = False) -> Any:
         """POST ``DynamicFormService.<op>`` and return the parsed answer of a successful call.
 
         A failed envelope raises its error; ``MsgCode 1`` is answered by one re-login and one
@@ -482,6 +494,10 @@ class K3CloudClient:
         safe), and a second ``MsgCode 1`` is an :class:`AuthError`. Every write answers with a
         ``ResponseStatus``; a write answer without one is a :class:`ContractViolation`. ``record``
         (ours) and ``bill`` (the bill number) are named in every error.
+
+        ``per_record`` (calls on several records: BatchSave, Submit/Audit of several ids): a failure
+        that is about records (the table's ``Rejected`` rows: MsgCode 4, 9-12 on a write) is
+        returned, not raised, so the caller can read each ``DIndex``; the others still raise.
         """
         where = f"{self.name} {op}"
         target = " ".join(p for p in (where, form_id, bill) if p)
@@ -516,7 +532,10 @@ class K3CloudClient:
             if status.msg_code == 1:
                 raise AuthError(f"{where}: session refused again after re-login: {status.error_text()}",
                                 vendor_code="1", record=record)
-            raise envelope_error(status, where=where, write=write, form_id=form_id, record=record, bill=bill)
+            error = envelope_error(status, where=where, write=write, form_id=form_id, record=record, bill=bill)
+            if per_record and type(error) is Rejected:
+                return data
+            raise error
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -606,6 +625,44 @@ class K3CloudClient:
         raw = find_status(answer)
         assert raw is not None  # call() refuses a write answer without one
         return parse_status(raw, f"{self.name} {op}")
+
+    def batch_save(self, form_id: str, models: Sequence[Mapping[str, Any]], *,
+                   need_update_fields: Sequence[str] | None = None, record: str | None = None) -> BatchResult:
+        """``BatchSave`` of ``models`` (``Model`` array; DIndex = index in it), never resent.
+
+        With ``need_update_fields`` the models modify existing records (each carries its internal
+        id) and only those fields are written. Per-model refusals come back in the result; a
+        failure of the call as a whole (auth, parameters, a lost answer...) raises."""
+        data: dict[str, Any] = {"Model": [dict(m) for m in models]}
+        if need_update_fields:
+            data["NeedUpDateFields"] = list(need_update_fields)
+        answer = self.call("BatchSave", {"formid": form_id, "data": data}, write=True, form_id=form_id,
+                           record=record, per_record=True)
+        return self._batch_result(answer, f"{self.name} BatchSave {form_id}")
+
+    def operate_many(self, op: str, form_id: str, ids: Sequence[str], *, record: str | None = None) -> BatchResult:
+        """``Submit``/``Audit``/``UnAudit``/``CancelAssign`` of several records by internal id
+        (DIndex = position in ``ids``); per-record refusals come back in the result."""
+        data = {"Ids": ",".join(str(i) for i in ids)}
+        answer = self.call(op, {"formid": form_id, "data": data}, write=True, form_id=form_id, record=record,
+                           per_record=True)
+        return self._batch_result(answer, f"{self.name} {op} {form_id}")
+
+    def execute_operation(self, op_number: str, form_id: str, ids: Sequence[str], *,
+                          record: str | None = None) -> BatchResult:
+        """``ExcuteOperation`` (the official SDK's spelling, kingdee.md §1) with ``opNumber``
+        (``Forbid``, ``Enable``...) on several records by internal id."""
+        body = {"formid": form_id, "opNumber": op_number, "data": {"Ids": ",".join(str(i) for i in ids)}}
+        answer = self.call("ExcuteOperation", body, write=True, form_id=form_id, record=record, per_record=True)
+        return self._batch_result(answer, f"{self.name} ExcuteOperation {op_number} {form_id}")
+
+    @staticmethod
+    def _batch_result(answer: Any, where: str) -> BatchResult:
+        raw = find_status(answer)
+        assert raw is not None  # call() refuses a write answer without one
+        status = parse_status(raw, where)
+        return BatchResult(success=status.success, msg_code=status.msg_code, successes=status.success_entities,
+                           errors=status.errors)
 
     def close(self) -> None:
         self.http.close()

@@ -24,6 +24,30 @@ Push (idempotent on ``key``)
     or one Save with ``IsAutoSubmitAndAudit``. A lost answer is ``Ambiguous`` and is never resent
     here: the engine calls ``find(key)``, which reports the bill and its status.
 
+Upsert (items → BD_MATERIAL, warehouses → BD_STOCK), in batches of ``master_batch_size``
+    ``capabilities.max_batch`` is that batch size: per batch at most one lookup (ExecuteBillQuery
+    ``FNumber in (...)`` for ``stock_org``), one BatchSave of the new records (``Model`` array), one
+    BatchSave of the changed ones, and one Submit and one Audit over all of them (plus UnAudit,
+    CancelAssign, Forbid or Enable when some need it). Movements have no bulk call: ``push_many``
+    still pushes them one by one. Base data has the bills' life cycle (kingdee.md §8) and only
+    audited (C), enabled base data can be referenced by bills, so:
+
+    * missing → BatchSave (A) → Submit (B) → Audit (C);
+    * mapped fields differ → UnAudit (C → D; CancelAssign when found submitted) → BatchSave of
+      ``{FMaterialId|FStockId, FNumber, changed fields}`` with ``NeedUpDateFields`` = the changed
+      fields, so nothing else on the record is touched → Submit → Audit;
+    * equal and audited → ``Receipt(created=False)``, nothing sent; found unaudited (an earlier
+      run stopped half-way) → the rest of Submit → Audit;
+    * ``active`` differs from FForbidStatus → ExcuteOperation ``Forbid`` / ``Enable`` after Audit.
+
+    Every step is one call for the whole batch and its answer is read per record (``DIndex`` /
+    ``Id`` / ``Number``): a record refused at any step gets ``Rejected`` naming it (``Item 'SKU'``)
+    and the vendor's FieldName, and says in ``details["left"]`` where the record was left; the
+    others go on. Writes are never resent blindly: a lost answer is ``Ambiguous`` for the records
+    of that call, and a re-run is safe because it looks the codes up first. A BatchSave that
+    answers neither success nor error for some models is settled by a lookup; the models found
+    absent are sent once more.
+
 Refused Audit (negative stock and other business rules)
     ``Rejected`` with the vendor's MsgCode (``"11"``). With ``delete_rejected_bills`` (default) the
     unaudited bill is withdrawn (CancelAssign) and deleted, so the key is free again and a retry
@@ -40,16 +64,17 @@ import logging
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from canonical import Movement, MovementKind, StockBalance
+from canonical import Item, Movement, MovementKind, StockBalance, Warehouse
 from connectors.base import Capabilities, CheckResult, Connector, Entity, Page, Receipt, RecordError
-from connectors.errors import ConfigError, ConnectorError, ContractViolation, Rejected
+from connectors.errors import Action, Ambiguous, ConfigError, ConnectorError, ContractViolation, RateLimited, \
+    Rejected
 from connectors.kingdee import mapping as m
-from connectors.kingdee.client import Credentials, K3CloudClient
-from connectors.kingdee.filters import Condition, FilterBuilder, FilterError, all_of
+from connectors.kingdee.client import BatchResult, Credentials, K3CloudClient
+from connectors.kingdee.filters import Condition, FilterBuilder, FilterError, all_of, literal
 from connectors.kingdee.settings import KingdeeSettings
 from connectors.registry import register
 
@@ -77,6 +102,55 @@ class _Bill:
     id: str
     number: str
     status: str
+
+
+@dataclass(frozen=True)
+class _Master:
+    """How one writable entity lives in K3Cloud."""
+
+    form_id: str
+    pk: str  # Save key of the internal id; also the first lookup field
+    label: str  # "Item 'SKU'"
+    kind: type
+    lookup_fields: Callable[[m.MappingConfig], list[str]]
+    to_model: Callable[[Any, m.MappingConfig], dict[str, Any]]
+    changes: Callable[[Any, Mapping[str, Any], m.MappingConfig], list[str]]
+
+
+_MASTERS: dict[Entity, _Master] = {
+    Entity.ITEMS: _Master("BD_MATERIAL", m.MATERIAL_PK, "Item", Item, m.material_lookup_fields,
+                          m.item_to_material, m.material_changes),
+    Entity.WAREHOUSES: _Master("BD_STOCK", m.STOCK_PK, "Warehouse", Warehouse, m.stock_lookup_fields,
+                               m.warehouse_to_stock, m.stock_changes),
+}
+
+
+@dataclass
+class _Write:
+    """One record of an upsert batch on its way through the life cycle."""
+
+    position: int  # in the caller's list
+    record: Any  # the canonical Item / Warehouse
+    code: str
+    label: str
+    model: dict[str, Any]
+    active: bool
+    id: str | None = None  # internal id once K3Cloud has the record
+    status: str | None = None  # its FDocumentStatus now
+    forbidden: bool = False
+    changes: list[str] = field(default_factory=list)
+    created: bool = False
+    result: ConnectorError | None = None
+
+    def where(self) -> str:
+        """Where the record was left, for an error's details."""
+        if self.id is None:
+            return "nothing was written for it"
+        made = "created" if self.created else "found"
+        if self.status == "C":
+            return f"{made} as id {self.id} and audited"
+        return (f"{made} as id {self.id}, left in status {self.status} (not audited, so bills cannot use it "
+                "yet); a re-run looks it up and finishes its life cycle")
 
 
 @register
@@ -110,7 +184,7 @@ class KingdeeConnector(Connector):
             connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
             verify=settings.verify_tls, name=self.name, clock=clock)
         self.filters = FilterBuilder(
-            ["FID", "FModifyDate", "FDocumentStatus", "FUseOrgId.FNumber", "FStockOrgId.FNumber", "FStockId.FNumber",
+            ["FID", "FNumber", "FModifyDate", "FDocumentStatus", "FUseOrgId.FNumber", "FStockOrgId.FNumber", "FStockId.FNumber",
              "FBillNo", settings.key_field], zone=settings.zone)
 
     # -- contract -----------------------------------------------------------------------------
@@ -123,11 +197,17 @@ class KingdeeConnector(Connector):
             incremental=frozenset({Entity.ITEMS, Entity.WAREHOUSES, Entity.PARTNERS, Entity.MOVEMENTS}),
             balances=True,
             max_page_size=self.settings.max_page_size,
-            max_batch=1,
+            # master records per upsert batch (one lookup, one BatchSave, one Submit, one Audit);
+            # movements have no bulk call and push_many pushes them one by one
+            max_batch=self.settings.master_batch_size,
+            writable=frozenset(_MASTERS),
             rate_limit_per_second=self.settings.rate_limit_per_second,
             posting_calls=1 if self.settings.auto_submit_audit else 3,
             notes=(
                 f"idempotency key in {self.settings.key_field}; find() by ExecuteBillQuery",
+                f"upsert of items/warehouses in batches of {self.settings.master_batch_size} (max_batch): lookup, "
+                "BatchSave, Submit, Audit; changed audited records are UnAudited, saved with NeedUpDateFields "
+                "and audited again",
                 "movements read: audited bills (FDocumentStatus C) of stock_org",
                 "bin locations are written and read as FStockLocId numbers; no Location entity",
             ),
@@ -196,8 +276,200 @@ class KingdeeConnector(Connector):
         return Receipt(key=key, document_id=bill.id, document_number=bill.number or None, created=False,
                        status=bill.status, posted=bill.status == "C")
 
+    def upsert(self, entity: Entity, records: Sequence[Any]) -> list[Receipt | ConnectorError]:
+        entity = Entity(entity)
+        master = _MASTERS.get(entity)
+        if master is None:
+            raise ConfigError(f"{self.name}: writing {entity.value} is not supported by the Kingdee connector")
+        for position, record in enumerate(records):
+            if not isinstance(record, master.kind):
+                raise TypeError(f"upsert({entity.value}): record {position} is a {type(record).__name__}, "
+                                f"not a {master.kind.__name__}")
+        results: list[Receipt | ConnectorError | None] = [None] * len(records)
+        size = self.settings.master_batch_size
+        stop: ConnectorError | None = None
+        for start in range(0, len(records), size):
+            works = self._prepare(master, records, range(start, min(start + size, len(records))), results)
+            if stop is not None:
+                for w in works:
+                    results[w.position] = _for_record(stop, w)
+                continue
+            try:
+                self._upsert_batch(master, works)
+            except ConnectorError as exc:  # the lookup failed: nothing was written for this batch
+                for w in works:
+                    w.result = w.result or _for_record(exc, w)
+                if exc.action is Action.PAUSE:  # auth or configuration: the next batches would fail alike
+                    stop = exc
+            for w in works:
+                results[w.position] = w.result or Receipt(key=w.code, document_id=str(w.id), document_number=w.code,
+                                                          created=w.created, status=w.status, posted=True)
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
     def close(self) -> None:
         self.client.close()
+
+    # -- upsert helpers -----------------------------------------------------------------------
+
+    def _prepare(self, master: _Master, records: Sequence[Any], positions: range,
+                 results: list[Receipt | ConnectorError | None]) -> list[_Write]:
+        """One ``_Write`` per record of the batch; a code sent twice or unfit for a filter is refused
+        here, before anything is sent."""
+        works: list[_Write] = []
+        seen: dict[str, int] = {}
+        for position in positions:
+            record = records[position]
+            code = str(record.natural_key)
+            label = f"{master.label} {code!r}"
+            try:
+                literal(code)
+            except FilterError as exc:
+                results[position] = Rejected(f"{label}: the code cannot be looked up ({exc})", record=label,
+                                             details={"fields": ["FNumber"]})
+                continue
+            first = seen.setdefault(code.casefold(), position)
+            if first != position:  # K3Cloud numbers compare case-insensitively
+                results[position] = Rejected(f"{label}: the same code is already at position {first} of this upsert; "
+                                             "send each record once", record=label, details={"fields": ["FNumber"]})
+                continue
+            works.append(_Write(position, record, code, label, master.to_model(record, self.cfg),
+                                bool(record.active)))
+        return works
+
+    def _upsert_batch(self, master: _Master, works: list[_Write]) -> None:
+        if not works:
+            return
+        found = self._lookup(master, [w.code for w in works])
+        for w in works:
+            row = found.get(w.code.casefold())
+            if row is None:
+                continue
+            w.id = str(row[master.pk])
+            w.status = str(row.get("FDocumentStatus") or "")
+            w.forbidden = str(row.get("FForbidStatus") or "") == "B"
+            w.changes = master.changes(w.record, row, self.cfg)
+            if w.status == "Z" and not w.changes:
+                w.changes = ["FName"]  # a draft becomes A only by a Save
+        live = lambda: [w for w in works if w.result is None]  # noqa: E731
+        # audited (or submitted) records must go back to D before they can be modified
+        self._operate(master, "UnAudit", [w for w in live() if w.id and w.changes and w.status == "C"], "D")
+        self._operate(master, "CancelAssign", [w for w in live() if w.id and w.changes and w.status == "B"], "D")
+        self._create(master, [w for w in live() if w.id is None])
+        self._modify(master, [w for w in live() if w.id and w.changes])
+        self._operate(master, "Submit", [w for w in live() if w.status in ("A", "D")], "B")
+        self._operate(master, "Audit", [w for w in live() if w.status == "B"], "C")
+        self._operate(master, "Forbid", [w for w in live() if not w.active and not w.forbidden], None)
+        self._operate(master, "Enable", [w for w in live() if w.active and w.forbidden], None)
+
+    def _lookup(self, master: _Master, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The lookup rows of ``codes`` (``stock_org``'s when ``filter_use_org``), by case-folded number."""
+        fields = master.lookup_fields(self.cfg)
+        conditions = [self.filters.is_in("FNumber", codes)]
+        if self.settings.filter_use_org:
+            conditions.append(self.filters.eq("FUseOrgId.FNumber", self.settings.stock_org))
+        rows: dict[str, dict[str, Any]] = {}
+        for page in self.client.query_pages(master.form_id, fields, filter_string=all_of(conditions),
+                                            order_string=f"{master.pk} ASC", page_size=self.settings.max_page_size):
+            for row in page.rows:
+                data = m.row_dict(fields, row)
+                rows.setdefault(str(data.get("FNumber") or "").casefold(), data)
+        return rows
+
+    def _call(self, works: list[_Write], send: Callable[[], BatchResult]) -> BatchResult | None:
+        """``send()``; a failure of the call as a whole becomes each record's own error."""
+        try:
+            return send()
+        except ConnectorError as exc:
+            for w in works:
+                w.result = _for_record(exc, w)
+            return None
+
+    def _create(self, master: _Master, works: list[_Write]) -> None:
+        pending = works
+        for attempt in (1, 2):
+            if not pending:
+                return
+            result = self._call(pending, lambda: self.client.batch_save(
+                master.form_id, [w.model for w in pending], record=_batch_label(master, pending)))
+            if result is None:
+                return
+            done, refused = _match(result, pending)
+            unsettled = []
+            for i, w in enumerate(pending):
+                if i in done:
+                    w.id, w.status, w.created = str(_ci(done[i], "Id")), "A", True
+                elif i in refused:
+                    w.result = _refused(w, "BatchSave", master, result, refused[i])
+                else:
+                    unsettled.append(w)
+            if not unsettled:
+                return
+            # the answer names neither a success nor an error for these models (a server that refuses
+            # the whole batch for one bad model): look them up before anything is sent again
+            found = self._lookup_for(master, unsettled)
+            pending = []
+            for w in unsettled:
+                if w.result is not None:
+                    continue
+                row = found.get(w.code.casefold()) if found is not None else None
+                if row is not None:
+                    w.id, w.status, w.created = str(row[master.pk]), str(row.get("FDocumentStatus") or ""), True
+                elif attempt == 1:
+                    pending.append(w)
+                else:
+                    w.result = _refused(w, "BatchSave", master, result, list(result.errors), unnamed=True)
+
+    def _lookup_for(self, master: _Master, works: list[_Write]) -> dict[str, dict[str, Any]] | None:
+        try:
+            return self._lookup(master, [w.code for w in works])
+        except ConnectorError as exc:
+            for w in works:
+                w.result = _for_record(exc, w)
+            return None
+
+    def _modify(self, master: _Master, works: list[_Write]) -> None:
+        if not works:
+            return
+        changed = list(dict.fromkeys(key for w in works for key in w.changes))
+        models = [m.update_model(w.model, master.pk, str(w.id), changed) for w in works]
+        result = self._call(works, lambda: self.client.batch_save(
+            master.form_id, models, need_update_fields=changed, record=_batch_label(master, works)))
+        if result is None:
+            return
+        done, refused = _match(result, works)
+        for i, w in enumerate(works):
+            if i in refused and i not in done:
+                w.result = _refused(w, "BatchSave", master, result, refused[i])
+            elif i in done or result.success:
+                w.status = "A" if w.status == "Z" else w.status
+            else:  # not resent: the record is found unaudited by a re-run, which modifies it again
+                w.result = _refused(w, "BatchSave", master, result, list(result.errors), unnamed=True)
+
+    def _operate(self, master: _Master, op: str, works: list[_Write], to_status: str | None) -> None:
+        """One ``op`` over ``works`` (Forbid/Enable through ExcuteOperation); each success moves its
+        record to ``to_status``, each refusal becomes its record's error."""
+        if not works:
+            return
+        ids = [str(w.id) for w in works]
+        record = _batch_label(master, works)
+        if op in ("Forbid", "Enable"):
+            result = self._call(works, lambda: self.client.execute_operation(op, master.form_id, ids, record=record))
+        else:
+            result = self._call(works, lambda: self.client.operate_many(op, master.form_id, ids, record=record))
+        if result is None:
+            return
+        done, refused = _match(result, works)
+        for i, w in enumerate(works):
+            if i in refused and i not in done:
+                w.result = _refused(w, op, master, result, refused[i])
+            elif i in done or result.success:
+                if to_status is not None:
+                    w.status = to_status
+                if op in ("Forbid", "Enable"):
+                    w.forbidden = op == "Forbid"
+            else:
+                w.result = _refused(w, op, master, result, list(result.errors), unnamed=True)
 
     # -- push helpers -------------------------------------------------------------------------
 
@@ -490,6 +762,86 @@ def _name_shortage(exc: Rejected, spec: m.BillSpec) -> Rejected:
     named = Rejected(f"{exc.message} (field {field}: the quantity exceeds the stock on hand)",
                      vendor_code=exc.vendor_code, record=exc.record, details={**exc.details, "fields": [field]})
     return named
+
+
+def _ci(mapping: Mapping[str, Any], key: str) -> Any:
+    lower = key.lower()
+    return next((v for k, v in mapping.items() if str(k).lower() == lower), None)
+
+
+def _match(result: BatchResult, works: Sequence[_Write]) -> tuple[dict[int, Mapping[str, Any]],
+                                                                   dict[int, list[Mapping[str, Any]]]]:
+    """Successes (by Id, else Number, else DIndex) and errors (by DIndex) of one call, keyed by the
+    position of their record in ``works`` (the order of the ``Model`` array or the ``Ids``)."""
+    by_id = {w.id: i for i, w in enumerate(works) if w.id}
+    by_number = {w.code.casefold(): i for i, w in enumerate(works)}
+    done: dict[int, Mapping[str, Any]] = {}
+    for entity in result.successes:
+        index = by_id.get(str(_ci(entity, "Id")))
+        if index is None:
+            index = by_number.get(str(_ci(entity, "Number") or "").casefold())
+        if index is None:
+            index = _dindex(entity, len(works))
+        if index is not None:
+            done[index] = entity
+    refused: dict[int, list[Mapping[str, Any]]] = {}
+    for error in result.errors:
+        index = _dindex(error, len(works))
+        if index is not None:
+            refused.setdefault(index, []).append(error)
+    return done, refused
+
+
+def _dindex(entry: Mapping[str, Any], size: int) -> int | None:
+    value = _ci(entry, "DIndex")
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        return None
+    return index if 0 <= index < size else None
+
+
+def _batch_label(master: _Master, works: Sequence[_Write]) -> str:
+    first = works[0].label
+    return first if len(works) == 1 else f"{first} and {len(works) - 1} more {master.form_id} records"
+
+
+def _refused(w: _Write, op: str, master: _Master, result: BatchResult, errors: list[Mapping[str, Any]], *,
+             unnamed: bool = False) -> Rejected:
+    """``Rejected`` for one record: its label, the step, the vendor's FieldName and message, and
+    where the record was left."""
+    parts, fields = [], []
+    for error in errors:
+        name = _ci(error, "FieldName")
+        text = str(_ci(error, "Message") or "").strip() or "(no message)"
+        parts.append(f"{name}: {text}" if name else text)
+        if name:
+            fields.append(str(name))
+    said = "; ".join(parts) or "(no error message)"
+    if unnamed:
+        said = f"the answer names no result for this record (the call said: {said})"
+    where = w.where()
+    details: dict[str, Any] = {"msg_code": result.msg_code, "errors": [dict(e) for e in errors], "left": where,
+                               "form_id": master.form_id, "operation": op}
+    if fields:
+        details["fields"] = fields
+    if w.id is not None:
+        details["id"] = w.id
+    return Rejected(f"{w.label}: {op} {master.form_id} refused: {said} ({where})",
+                    vendor_code=str(result.msg_code), record=w.label, details=details)
+
+
+def _for_record(exc: ConnectorError, w: _Write) -> ConnectorError:
+    """``exc`` (a failure of a call on several records) as this record's own error, naming it."""
+    message = f"{w.label}: {exc.message} ({w.where()})"
+    kwargs: dict[str, Any] = {"vendor_code": exc.vendor_code, "record": w.label,
+                              "details": {**exc.details, "left": w.where()}}
+    if isinstance(exc, RateLimited):
+        return RateLimited(message, retry_after=exc.retry_after, **kwargs)
+    try:
+        return type(exc)(message, **kwargs)
+    except TypeError:
+        return Ambiguous(message, **kwargs) if exc.action is Action.RECONCILE else Rejected(message, **kwargs)
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

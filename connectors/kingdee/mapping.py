@@ -24,8 +24,10 @@ from canonical import Item, Movement, MovementKind, MovementLine, Partner, Partn
 
 __all__ = [
     "BILL_SPECS", "BillSpec", "MappingConfig", "MappingError", "balance_rows_to_balances", "bill_fields",
-    "bill_rows_to_movement", "customer_to_partner", "material_fields", "material_to_item", "movement_to_bill",
-    "parse_server_datetime", "row_dict", "stock_fields", "stock_to_warehouse", "supplier_to_partner",
+    "bill_rows_to_movement", "customer_to_partner", "item_to_material", "material_changes", "material_fields",
+    "material_lookup_fields", "material_to_item", "movement_to_bill", "parse_server_datetime", "row_dict",
+    "stock_changes", "stock_fields", "stock_lookup_fields", "stock_to_warehouse", "supplier_to_partner",
+    "update_model", "warehouse_to_stock",
 ]
 
 
@@ -208,6 +210,117 @@ def stock_to_warehouse(row: Mapping[str, Any], cfg: MappingConfig) -> Warehouse:
         active=_text(row.get("FForbidStatus")) != "B",
         modified_at=_modified(row, cfg),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Master data written (upsert): the inverse of the two readers above
+#
+# A Save model names base data by number (``{"FNumber": ...}``, kingdee.md §7); a dotted read key
+# such as ``FMaterialGroup.FNumber`` is written as ``{"FMaterialGroup": {"FNumber": ...}}``. Empty
+# canonical values are written as "" so a re-run compares equal to what the reader maps to None.
+# ``FForbidStatus`` (Item/Warehouse ``active``) is not a Save field: the connector forbids or
+# enables with an operation, and the ``*_changes`` functions below leave it out.
+
+MATERIAL_PK = "FMaterialId"
+STOCK_PK = "FStockId"
+
+
+def save_key(read_key: str) -> str:
+    """The Save model key of a read field key: ``FMaterialGroup.FNumber`` → ``FMaterialGroup``."""
+    return read_key.partition(".")[0]
+
+
+def _put(model: dict[str, Any], read_key: str, value: str | None) -> None:
+    head, _, sub = read_key.partition(".")
+    model[head] = {sub: value or ""} if sub else (value or "")
+
+
+def _orgs(cfg: MappingConfig) -> dict[str, Any]:
+    return {"FCreateOrgId": {"FNumber": cfg.stock_org}, "FUseOrgId": {"FNumber": cfg.stock_org}}
+
+
+def item_to_material(item: Item, cfg: MappingConfig) -> dict[str, Any]:
+    """The BD_MATERIAL Save ``Model`` of a new material (no FMaterialId: K3Cloud creates one)."""
+    model: dict[str, Any] = {
+        "FNumber": item.sku,
+        "FName": item.name,
+        "FSpecification": item.spec or "",
+        "FBaseUnitId": {"FNumber": cfg.kingdee_unit(item.base_unit)},
+        "FIsBatchManage": bool(item.batch_managed),
+    }
+    if cfg.barcode_field:
+        _put(model, cfg.barcode_field, item.barcode)
+    if cfg.category_field:
+        _put(model, cfg.category_field, item.category)
+    for name, key in cfg.material_attribute_fields.items():
+        _put(model, key, _text(item.attributes.get(name)))
+    model.update(_orgs(cfg))
+    return model
+
+
+def warehouse_to_stock(warehouse: Warehouse, cfg: MappingConfig) -> dict[str, Any]:
+    """The BD_STOCK Save ``Model`` of a new warehouse, in the connection's stock organisation
+    (``Warehouse.organisation`` is read from FUseOrgId but never chooses where to write)."""
+    return {"FNumber": warehouse.code, "FName": warehouse.name, "FIsOpenLocation": bool(warehouse.bin_managed),
+            **_orgs(cfg)}
+
+
+def material_lookup_fields(cfg: MappingConfig) -> list[str]:
+    """FieldKeys of the lookup before writing: what the reader maps, plus the life-cycle status."""
+    return [*material_fields(cfg), "FDocumentStatus"]
+
+
+def stock_lookup_fields(cfg: MappingConfig) -> list[str]:
+    return [*stock_fields(cfg), "FDocumentStatus"]
+
+
+def _same_text(vendor: Any, ours: Any) -> bool:
+    return (_text(vendor) or "") == (_text(ours) or "")
+
+
+def material_changes(item: Item, row: Mapping[str, Any], cfg: MappingConfig) -> list[str]:
+    """Save keys of the mapped fields whose values differ between ``item`` and its BD_MATERIAL
+    lookup row (``material_lookup_fields`` order zipped by :func:`row_dict`); [] when equal."""
+    changed = []
+    if not _same_text(row.get("FName"), item.name):
+        changed.append("FName")
+    if not _same_text(row.get("FSpecification"), item.spec):
+        changed.append("FSpecification")
+    unit = (_text(row.get("FBaseUnitId.FNumber")) or "").casefold()
+    if unit != cfg.kingdee_unit(item.base_unit).casefold():
+        changed.append("FBaseUnitId")
+    if _flag(row.get("FIsBatchManage")) != bool(item.batch_managed):
+        changed.append("FIsBatchManage")
+    pairs = [(cfg.barcode_field, item.barcode), (cfg.category_field, item.category)]
+    pairs += [(key, item.attributes.get(name)) for name, key in cfg.material_attribute_fields.items()]
+    for key, ours in pairs:
+        if key and not _same_text(row.get(key), ours) and save_key(key) not in changed:
+            changed.append(save_key(key))
+    return changed
+
+
+def stock_changes(warehouse: Warehouse, row: Mapping[str, Any], cfg: MappingConfig) -> list[str]:
+    """Save keys of the mapped BD_STOCK fields that differ; [] when equal."""
+    changed = []
+    if not _same_text(row.get("FName"), warehouse.name):
+        changed.append("FName")
+    if _flag(row.get("FIsOpenLocation")) != bool(warehouse.bin_managed):
+        changed.append("FIsOpenLocation")
+    return changed
+
+
+def update_model(model: Mapping[str, Any], pk: str, record_id: int | str, changed: Sequence[str]) -> dict[str, Any]:
+    """The Save ``Model`` that modifies an existing record: its internal id, its number and the
+    changed fields only (sent with ``NeedUpDateFields``, so nothing else is touched)."""
+    out: dict[str, Any] = {pk: _id_value(record_id), "FNumber": model["FNumber"]}
+    for key in changed:
+        out[key] = model[key]
+    return out
+
+
+def _id_value(record_id: int | str) -> int | str:
+    text = str(record_id)
+    return int(text) if text.isdigit() else text
 
 
 PARTNER_FIELDS = ["FNumber", "FName", "FForbidStatus", "FModifyDate"]

@@ -78,6 +78,9 @@ class KingdeeSettings(ConnectionSettings):
     head_fields: dict[str, Any] = Field(default_factory=dict,
                                         description="Constant head fields written on every bill")
     filter_use_org: bool = Field(True, description="Read master data of stock_org only (FUseOrgId)")
+    master_batch_size: int = Field(
+        100, ge=1, le=1000, description="Materials/warehouses per upsert batch: one lookup, one BatchSave (Model "
+                                        "array), one Submit and one Audit per batch (capabilities.max_batch)")
 
     @model_validator(mode="before")
     @classmethod
