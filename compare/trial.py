@@ -169,6 +169,10 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             message = "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
+        if message.startswith(("Input should be '", "Input should be a valid ")):
+            message = "expected " + message[len("Input should be "):]
+        elif message.startswith("Input "):
+            message = message[len("Input "):]
         found = _LEADING_PATH.match(message)
         if found and " " not in found.group(1):
             inner = found.group(1)
