@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from connectors.errors import (
     Ambiguous,
@@ -91,6 +91,8 @@ _SESSION_TEXT = re.compile(r"invalid session|session already timeout", re.IGNORE
 _WHERE_TEXT = re.compile(r"\[(?P<field>[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)?)\](?:\[line:\s*(?P<line>\d+)\])?")
 # "Property 'U_HubKey' of 'Document' is invalid" (writes), "Property 'Bogus' is invalid" ($filter) [I]
 _PROPERTY_TEXT = re.compile(r"\bProperty '(?P<name>[^']+)'(?: of '[^']*')? is invalid", re.IGNORECASE)
+# "CServiceData::SetPropertyValueString failed; Value too long in property 'CardCode' of 'BusinessPartner'"
+_VALUE_PROPERTY_TEXT = re.compile(r"\bin property ['`](?P<name>[A-Za-z_]\w*)['`]", re.IGNORECASE)
 CRLF = "\r\n"
 
 
@@ -157,6 +159,10 @@ def error_details(error: SapError | None, **base: Any) -> dict[str, Any]:
         details["field"] = match.group("field")
         if match.group("line"):
             details["line"] = int(match.group("line"))
+    else:
+        value = _VALUE_PROPERTY_TEXT.search(error.message)
+        if value:
+            details["field"] = value.group("name")
     prop = _PROPERTY_TEXT.search(error.message)
     if prop:
         details["property"] = prop.group("name")
@@ -211,11 +217,13 @@ class ResultPage:
 
 @dataclass(frozen=True)
 class BatchOp:
-    """One write for ``$batch``: ``POST <entity>`` with ``body``."""
+    """One write for ``$batch``: ``POST <entity>`` with ``body``; ``no_content`` asks for a 204
+    without the created record (``Prefer: return-no-content``) when the caller knows its key."""
 
     entity: str
     body: Mapping[str, Any]
     method: str = "POST"
+    no_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -544,6 +552,26 @@ class ServiceLayerClient:
             raise ContractViolation(f"{resp.where}: expected the created record")
         return payload
 
+    def get_entity(self, entity: str, key: str) -> dict[str, Any] | None:
+        """``GET <root>/<entity>('<key>')``, the whole record (v2: with its real ``@odata.etag``, which
+        a ``$select`` read does not carry), or None when it does not exist."""
+        return self.get(entity_path(entity, key))
+
+    def update(self, entity: str, key: str, body: Mapping[str, Any], *, etag: str | None = None) -> None:
+        """``PATCH <root>/<entity>('<key>')`` (204), with ``If-Match: etag`` when given (v2).
+
+        A PATCH sets the same values however often it is sent, so a lost answer is retried like a
+        read; a 412 -2039 (someone changed the record since ``etag`` was read) is :class:`Transient`
+        with ``vendor_code`` -2039, for the caller to re-read and decide."""
+        headers = {"Content-Type": "application/json"}
+        if etag:
+            headers["If-Match"] = etag
+        resp, error = self._send("PATCH", entity_path(entity, key), idempotent=True, body=_dumps(body),
+                                 headers=headers)
+        self._raise_for(resp, error, write=True)
+        if resp.status not in (200, 204):
+            raise ContractViolation(f"{resp.where}: PATCH answered {resp.status} {resp.reason}, expected 204")
+
     # -- $batch ----------------------------------------------------------------------------
 
     def build_batch(self, ops: Sequence[BatchOp]) -> tuple[str, bytes]:
@@ -561,7 +589,8 @@ class ServiceLayerClient:
                       f"--{changeset}", "Content-Type: application/http", "Content-Transfer-Encoding: binary",
                       f"Content-ID: {index}", "",
                       f"{op.method} {self.root_path}/{op.entity} HTTP/1.1",
-                      "Content-Type: application/json", "",
+                      "Content-Type: application/json",
+                      *(["Prefer: return-no-content"] if op.no_content else []), "",
                       _dumps(op.body).decode("utf-8"),
                       f"--{changeset}--"]
         lines.append(f"--{batch}--")
@@ -689,6 +718,17 @@ def service_root(url: str, version: str, *, name: str = "sap_b1") -> str:
     if "/b1s" in urlsplit(url).path:
         raise ConfigError(f"{name}: url {url!r} names /b1s but not /b1s/v1 or /b1s/v2")
     return f"{url}/b1s/{version}"
+
+
+def entity_path(entity: str, key: str) -> str:
+    """``Items('O''Brien 50%')`` as a URL path: the key an OData string literal (quotes doubled),
+    then percent-encoded so ``%``, ``/``, ``#``, ``?`` and spaces stay part of the key."""
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", entity):
+        raise ValueError(f"{entity!r} is not an entity set name")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{entity} key must be a non-empty string, not {key!r}")
+    literal = "'" + key.replace("'", "''") + "'"
+    return entity + "(" + quote(literal, safe="'") + ")"
 
 
 def _skip_of(link: str) -> int | None:

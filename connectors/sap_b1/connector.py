@@ -38,8 +38,10 @@ DI Server's SOAP root; ``push_many`` then sends one ``AddObject`` per movement).
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -49,13 +51,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from canonical import Movement, MovementKind, RecordInvalid, StockBalance
+from canonical import Item, Movement, MovementKind, RecordInvalid, StockBalance, Warehouse
 from connectors.base import Capabilities, CheckResult, ConnectionSettings, Connector, Entity, Page, Receipt, \
     RecordError, TimeZoneName
-from connectors.errors import Ambiguous, ConfigError, ConnectorError, ContractViolation, DependencyMissing, Rejected
+from connectors.errors import Action, Ambiguous, AuthError, ConfigError, ConnectorError, ContractViolation, DependencyMissing, \
+    Rejected, Transient
 from connectors.registry import register
 from connectors.sap_b1 import mapping as m
-from connectors.sap_b1.client import BatchOp, BatchResult, ServiceLayerClient
+from connectors.sap_b1.client import CONFLICT_CODE, BatchOp, BatchResult, ServiceLayerClient
 from connectors.sap_b1.odata import FIELD_RE, Expr, FilterBuilder, and_
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,7 @@ class SapB1Settings(ConnectionSettings):
     spec_field: str | None = Field(None, description="Items property holding the specification, e.g. User_Text")
     send_prices: bool = Field(True, description="Send unit_cost as UnitPrice on inbound documents")
     include_zero_balances: bool = False
-    batch_size: int = Field(50, ge=1, le=500, description="Movements per $batch request")
+    batch_size: int = Field(50, ge=1, le=500, description="Movements (or master records) per $batch request")
     # DI Server transport only (transport = "di_server")
     di_wsdl: str | None = Field(None, description="WSDL to load: a local file or URL; default the vendored copy")
     di_database_server: str = Field("", description="DI Login DatabaseServer (SQL/HANA host as the DI Server sees it)")
@@ -158,6 +161,43 @@ _BALANCE_SOURCE = _Source("Items", "ItemCode", ("ItemCode", "InventoryUOM", "Ite
 
 
 @dataclass(frozen=True)
+class _Writer:
+    """How ``upsert`` writes one entity: its entity set, key property, the label of its records in
+    errors (``Item 'TS-001'``), the table SAP names in ``[OITM.ItemName]``, and the mapping."""
+
+    entity_set: str
+    key: str
+    label: str
+    model: type
+    table: str
+    fields: Callable[[m.MappingConfig], tuple[str, ...]]
+    code: Callable[[Any, m.MappingConfig], str]
+    body: Callable[[Any, m.MappingConfig], dict[str, Any]]
+    changes: Callable[[Any, Mapping[str, Any], m.MappingConfig], dict[str, Any]]
+
+
+_WRITERS: dict[Entity, _Writer] = {
+    Entity.ITEMS: _Writer("Items", "ItemCode", "Item", Item, "OITM", m.item_compared_fields,
+                          lambda item, cfg: item.sku, m.item_to_sap, m.item_changes),
+    Entity.WAREHOUSES: _Writer("Warehouses", "WarehouseCode", "Warehouse", Warehouse, "OWHS",
+                               lambda cfg: m.WAREHOUSE_COMPARED_FIELDS,
+                               lambda wh, cfg: cfg.sap_warehouse(wh.code), m.warehouse_to_sap, m.warehouse_changes),
+}
+_WHERE = re.compile(r"\[(?P<field>[A-Za-z_]\w*\.[A-Za-z_]\w*)\]|\bin property ['`](?P<property>[A-Za-z_]\w*)['`]")
+
+
+@dataclass
+class _Write:
+    """One record of an ``upsert`` call on its way: where its result goes, its SAP code, what to send."""
+
+    index: int
+    record: Any
+    code: str
+    body: dict[str, Any]
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
 class _Position:
     """Where a read stands: entity set index, server ``$skip`` and offset inside that page."""
 
@@ -217,6 +257,7 @@ class SapB1Connector(Connector):
             spec_field=settings.spec_field,
             send_prices=settings.send_prices, include_zero_balances=settings.include_zero_balances)
         self.filters = FilterBuilder({*_FILTER_FIELDS, settings.reference_field})
+        self._key_filters = FilterBuilder({w.key for w in _WRITERS.values()})
         self._lock = threading.Lock()
         self._item_units: dict[str, str] = {}
         self._bins: dict[tuple[str, str], int] | None = None
@@ -231,6 +272,7 @@ class SapB1Connector(Connector):
             entities=frozenset(_SOURCES),
             movement_kinds=frozenset(k.value for k in MovementKind),
             incremental=frozenset({Entity.ITEMS, Entity.PARTNERS, Entity.MOVEMENTS}),
+            writable=frozenset(_WRITERS),
             balances=True,
             max_page_size=MAX_PAGE_SIZE,
             max_batch=self.settings.batch_size,
@@ -242,6 +284,12 @@ class SapB1Connector(Connector):
                 "warehouses and bin locations have no modification stamp: full read, content-hash change detection",
                 "push_many uses $batch, one changeset per movement" if self.settings.transport == "service_layer"
                 else "push_many sends one AddObject per movement (the DI Server has no batch call)",
+                "upsert writes Items and Warehouses by code: one $select lookup per 20 codes, then new records "
+                "through $batch (one changeset each) and changed ones by PATCH"
+                + (" with If-Match (ETag from the lookup, re-read once on 412)" if self._etags else "")
+                if self.settings.transport == "service_layer"
+                else "upsert writes Items and Warehouses by code: one ExecuteSQL lookup per 20 codes, then "
+                     "AddObject per new record and UpdateObject per changed one (no ETags on the DI Server)",
             ),
         )
 
@@ -250,6 +298,11 @@ class SapB1Connector(Connector):
         return CheckResult(True, f"logged in to {self.settings.company_db} as {self.settings.username} on "
                                  f"the {self._transport_name()}; read Warehouses",
                            server_version=self.client.server_version)
+
+    @property
+    def _etags(self) -> bool:
+        """Optimistic concurrency on PATCH: the Service Layer's v2 dialect only (vendors/sap_b1.md §2.6)."""
+        return self.settings.transport == "service_layer" and self.settings.odata_version == "v2"
 
     def _transport_name(self) -> str:
         if self.settings.transport == "di_server":
@@ -588,6 +641,201 @@ class SapB1Connector(Connector):
             return outcome.error
         return Ambiguous(f"{self.name}: {entity} for key {key!r}: outcome {outcome.status}")
 
+    # -- contract: master data ---------------------------------------------------------------
+
+    def upsert(self, entity: Entity, records: Sequence[Any]) -> list[Receipt | ConnectorError]:
+        """Create or update Items / Warehouses by code; one result per record, in input order.
+
+        1. Look every code up first (``$filter=ItemCode eq 'A' or …``, 20 codes a request, ``$select``
+           only the compared properties); a failure here raises: nothing has been written.
+        2. Compare only what the mapping writes (:func:`mapping.item_changes`): equal → a receipt with
+           ``created=False`` and no write.
+        3. Missing → created: ``$batch`` of ``max_batch`` changesets, one per record, so a refused
+           record rolls back only itself (over the DI Server: one ``AddObject`` each). The Service
+           Layer stops at the first failing changeset; the ones after it were not executed and go
+           out again in the next ``$batch``.
+        4. Different → ``PATCH`` with only the changed properties (v2: ``If-Match`` with the lookup's
+           ETag; a 412 -2039 re-reads the record once, compares again and PATCHes with the fresh
+           ETag; a second 412 is :class:`Transient`). DI Server: ``UpdateObject``.
+
+        Refusals are :class:`Rejected` naming the record (``Item 'TS-001'``) and, where SAP says it,
+        the field (``details["field"]``, e.g. ``OITM.ItemName``). A lost ``$batch`` answer is
+        :class:`Ambiguous` for its records: running the same upsert again is safe, it looks first.
+        A failure of the connection itself (session, configuration, network) stops the writing: the
+        records not sent yet get a :class:`Transient` "not sent" (or the same Auth/Config error).
+        """
+        try:
+            entity = Entity(entity)
+        except ValueError:
+            raise ConfigError(f"{self.name}: cannot write {entity!r}") from None
+        writer = _WRITERS.get(entity)
+        if writer is None:
+            raise ConfigError(f"{self.name}: writing {entity} is not supported by the sap_b1 connector")
+        cfg = self.mapping
+        results: list[Receipt | ConnectorError | None] = [None] * len(records)
+        planned: list[_Write] = []
+        seen: set[str] = set()
+        for index, record in enumerate(records):
+            if not isinstance(record, writer.model):
+                results[index] = Rejected(f"{writer.label} upsert needs a {writer.model.__name__}, not "
+                                          f"{type(record).__name__}")
+                continue
+            code = writer.code(record, cfg)
+            if code in seen:
+                results[index] = Rejected(f"{writer.label} '{code}' appears twice in one upsert call",
+                                          record=str(record.natural_key))
+                continue
+            seen.add(code)
+            try:
+                body = writer.body(record, cfg)
+            except (m.MappingError, ValueError) as exc:
+                results[index] = Rejected(f"{writer.label} '{code}': {exc}", record=str(record.natural_key),
+                                          details={"field": getattr(exc, "field", None)})
+                continue
+            planned.append(_Write(index, record, code, body))
+
+        existing = self._lookup(writer, [w.code for w in planned])
+        creates: list[_Write] = []
+        updates: list[_Write] = []
+        for write in planned:
+            row = existing.get(write.code)
+            if row is None:
+                creates.append(write)
+                continue
+            changes = writer.changes(write.record, row, cfg)
+            if not changes:
+                results[write.index] = self._upserted(writer, write, created=False, status="unchanged")
+            else:
+                etag = row.get("@odata.etag")
+                updates.append(_Write(write.index, write.record, write.code, changes,
+                                      etag if self._etags and isinstance(etag, str) else None))
+
+        stopped = self._create_all(writer, creates, results)
+        for write in updates:
+            if stopped is not None:
+                results[write.index] = self._not_sent(writer, write, stopped)
+                continue
+            outcome = self._update(writer, write)
+            results[write.index] = outcome
+            if isinstance(outcome, ConnectorError) and _stops(outcome):
+                stopped = outcome
+        return [r if r is not None else ContractViolation(f"{self.name}: no result") for r in results]
+
+    def _lookup(self, writer: _Writer, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The SAP records of ``codes`` that exist, by code, with the compared properties (and the v2
+        ``@odata.etag`` each row carries)."""
+        found: dict[str, dict[str, Any]] = {}
+        select = list(dict.fromkeys((writer.key, *writer.fields(self.mapping))))
+        for start in range(0, len(codes), LOOKUP_CHUNK):
+            chunk = list(codes[start: start + LOOKUP_CHUNK])
+            expr = self._key_filters.any_of(writer.key, chunk)
+            for page in self.client.query(writer.entity_set, filter=str(expr), select=select,
+                                          page_size=LOOKUP_CHUNK):
+                for row in page.rows:
+                    code = row.get(writer.key)
+                    if isinstance(code, str) and code in chunk:
+                        found.setdefault(code, row)
+        return found
+
+    def _create_all(self, writer: _Writer, creates: list[_Write],
+                    results: list[Receipt | ConnectorError | None]) -> ConnectorError | None:
+        """Create ``creates`` in batches; results in place. Returns the error that stopped the writing."""
+        size = self.settings.batch_size
+        to_send = list(creates)
+        while to_send:
+            chunk, to_send = to_send[:size], to_send[size:]
+            try:
+                outcomes = self.client.batch([BatchOp(writer.entity_set, w.body, no_content=True) for w in chunk])
+            except ConnectorError as exc:
+                for write in chunk:
+                    results[write.index] = self._for_record(writer, write, exc)
+                for write in to_send:
+                    results[write.index] = self._not_sent(writer, write, exc)
+                return exc
+            retry: list[_Write] = []
+            stopped: ConnectorError | None = None
+            for write, outcome in zip(chunk, outcomes, strict=True):
+                if outcome.status == "created":
+                    results[write.index] = self._upserted(writer, write, created=True, status="created")
+                elif outcome.status == "not_executed":
+                    retry.append(write)
+                else:
+                    error = outcome.error or Ambiguous(f"{self.name}: no answer for the created record")
+                    results[write.index] = self._for_record(writer, write, error)
+                    if _stops(error):
+                        stopped = stopped or error
+            if stopped is not None:
+                for write in retry + to_send:
+                    results[write.index] = self._not_sent(writer, write, stopped)
+                return stopped
+            if retry and len(retry) == len(chunk):  # nothing moved forward: do not loop
+                for write in retry:
+                    results[write.index] = ContractViolation(
+                        f"{self.name}: {writer.label} '{write.code}': $batch executed nothing and reported no error",
+                        record=str(write.record.natural_key))
+                retry = []
+            to_send = retry + to_send
+        return None
+
+    def _update(self, writer: _Writer, write: _Write) -> Receipt | ConnectorError:
+        """PATCH (or UpdateObject) the changed fields; on a 412 re-read once and try again."""
+        body, etag = write.body, write.etag
+        for attempt in (1, 2):
+            try:
+                self.client.update(writer.entity_set, write.code, body, etag=etag)
+                return self._upserted(writer, write, created=False, status="updated")
+            except ConnectorError as exc:
+                conflict = exc.vendor_code == CONFLICT_CODE or exc.details.get("status") == 412
+                if not conflict:
+                    return self._for_record(writer, write, exc)
+                if attempt == 2:
+                    return Transient(f"{writer.label} '{write.code}' was changed by someone else twice while we "
+                                     "updated it (412 -2039); nothing was written, run the upsert again",
+                                     vendor_code=exc.vendor_code, record=str(write.record.natural_key),
+                                     details={"field": None, "code": write.code})
+            try:
+                row = self.client.get_entity(writer.entity_set, write.code)
+            except ConnectorError as exc:
+                return self._for_record(writer, write, exc)
+            if row is None:
+                return Transient(f"{writer.label} '{write.code}' was deleted while we updated it; run the upsert "
+                                 "again to create it", record=str(write.record.natural_key))
+            body = writer.changes(write.record, row, self.mapping)
+            if not body:  # the other change made it what we wanted
+                return self._upserted(writer, write, created=False, status="unchanged")
+            fresh = row.get("@odata.etag")
+            etag = fresh if isinstance(fresh, str) else None
+        raise AssertionError("unreachable")
+
+    def _upserted(self, writer: _Writer, write: _Write, *, created: bool, status: str) -> Receipt:
+        return Receipt(key=str(write.record.natural_key), document_id=write.code, document_number=write.code,
+                       created=created, status=status)
+
+    def _for_record(self, writer: _Writer, write: _Write, exc: ConnectorError) -> ConnectorError:
+        """``exc`` as this record's error: the record named first, SAP's field kept in ``details``."""
+        if isinstance(exc, (AuthError, ConfigError)):
+            return exc  # the connection's problem, not this record's: one error for every record
+        field = exc.details.get("field")
+        if not field:
+            match = _WHERE.search(exc.message)
+            if match:
+                field = match.group("field") or f"{writer.table}.{match.group('property')}"
+        where = f" ({field})" if field else ""
+        message = f"{writer.label} '{write.code}'{where}: {exc.message}"
+        if isinstance(exc, Ambiguous):
+            message += "; running the same upsert again is safe (it looks the code up first)"
+        named = copy.copy(exc)  # same class and extras (RateLimited.retry_after), this record's words
+        ConnectorError.__init__(named, message, vendor_code=exc.vendor_code, record=str(write.record.natural_key),
+                                details={**exc.details, "field": field, "code": write.code})
+        return named
+
+    def _not_sent(self, writer: _Writer, write: _Write, cause: ConnectorError) -> ConnectorError:
+        if cause.action is Action.PAUSE:
+            return cause
+        return Transient(f"{writer.label} '{write.code}': not sent, an earlier write of the same upsert failed "
+                         f"({cause.kind}); run the upsert again", record=str(write.record.natural_key),
+                         details={"code": write.code})
+
 
 def _receipt(key: str, row: Mapping[str, Any], *, created: bool) -> Receipt:
     entry = row.get("DocEntry")
@@ -596,6 +844,12 @@ def _receipt(key: str, row: Mapping[str, Any], *, created: bool) -> Receipt:
         raise ContractViolation(f"document for key {key!r} has no DocEntry")
     return Receipt(key=key, document_id=str(entry), document_number=str(number) if number is not None else None,
                    created=created, status=row.get("DocumentStatus"))
+
+
+def _stops(error: ConnectorError) -> bool:
+    """An error of the connection rather than of one record: no point sending the rest now."""
+    return not isinstance(error, (Rejected, DependencyMissing, ContractViolation)) and not (
+        isinstance(error, Transient) and error.vendor_code == CONFLICT_CODE)
 
 
 def _live(row: Mapping[str, Any]) -> bool:

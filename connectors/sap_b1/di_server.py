@@ -2,7 +2,7 @@
 
 :class:`DiServerClient` offers the client methods :class:`connectors.sap_b1.connector.SapB1Connector`
 uses (``query_page``, ``query``, ``create``, ``batch``, ``server_version``, ``close``) on top of the
-DI commands ``Login``, ``Logout``, ``AddObject``, ``GetByKey`` and ``ExecuteSQL``, so the mapping
+DI commands ``Login``, ``Logout``, ``AddObject``, ``UpdateObject``, ``GetByKey`` and ``ExecuteSQL``, so the mapping
 works unchanged on plain dicts of SAP field names. Select it with ``transport = "di_server"``.
 
 WSDL and XML safety (RELIABILITY.md §4.5). DI Server has no WSDL of its own: by default we load the
@@ -25,7 +25,8 @@ recordset; whole documents (lines, batches, bin allocations) and an item's wareh
 Writes. ``create`` sends one ``AddObject`` with the body as BOM XML (``Documents``/``Document_Lines``
 for marketing and inventory documents, ``OWTR``/``WTR1`` for stock transfers; line sub-collections as
 their own nodes with ``BaseLineNumber``), then reads ``DocNum`` back with one SQL query. ``batch``
-has no DI equivalent: it sends one ``AddObject`` per operation, in order.
+has no DI equivalent: it sends one ``AddObject`` per operation, in order. ``update`` (master data)
+sends ``UpdateObject`` with the changed fields and the key in ``QueryParams``; there are no ETags.
 
 Errors:
 
@@ -655,7 +656,28 @@ class DiServerClient:
             raise Ambiguous(f"{self.name}: AddObject of {entity} answered without RetKey; the document may exist")
         return key.strip()
 
+    def update_object(self, entity: str, key: Any, body: Mapping[str, Any]) -> None:
+        """``UpdateObject``: the fields in ``body`` (None = clear it: sent as an empty element), the
+        key in ``QueryParams``."""
+        obj = _object(entity)
+        try:
+            bom = build_bom(entity, {name: "" if value is None else value for name, value in body.items()})
+        except ValueError as exc:
+            raise Rejected(f"{self.name}: cannot express the {entity} change as BOM XML: {exc}") from None
+        bo = bom.find("BO")
+        assert bo is not None
+        etree.SubElement(etree.SubElement(bo, "QueryParams"), _field(obj.key)).text = _text(key)
+        self._call("UpdateObject", _value_1=bom)
+
     # -- the client methods the connector uses -------------------------------------------------
+
+    def get_entity(self, entity: str, key: str) -> dict[str, Any] | None:
+        """The whole record (``GetByKey``), or None when it does not exist."""
+        return self.get_by_key(entity, key)
+
+    def update(self, entity: str, key: str, body: Mapping[str, Any], *, etag: str | None = None) -> None:
+        """``UpdateObject``. The DI Server has no ETags: ``etag`` is ignored (a blind write)."""
+        self.update_object(entity, key, body)
 
     def query_page(self, entity: str, *, filter: str | None = None, select: Sequence[str] | None = None,
                    orderby: str | None = None, skip: int | None = None, top: int | None = None,

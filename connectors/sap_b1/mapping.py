@@ -63,13 +63,19 @@ __all__ = [
     "Stamp",
     "bin_to_location",
     "document_to_movement",
+    "item_changes",
+    "item_compared_fields",
     "item_to_balances",
     "item_to_item",
+    "item_to_sap",
     "movement_to_document",
     "partner_to_partner",
     "sap_datetime",
     "stamp_of",
+    "warehouse_changes",
+    "warehouse_to_sap",
     "warehouse_to_warehouse",
+    "WAREHOUSE_COMPARED_FIELDS",
 ]
 
 K = MovementKind
@@ -143,6 +149,11 @@ class MappingConfig:
                                  f"and {ours!r}")
             reverse[theirs] = ours
         object.__setattr__(self, "_warehouse_back", reverse)
+        units_back: dict[str, str] = {}
+        for theirs, ours in self.unit_map.items():  # our unit -> SAP UoM code; an identical code wins
+            if ours not in units_back or theirs == ours:
+                units_back[ours] = theirs
+        object.__setattr__(self, "_unit_back", units_back)
         markers: dict[str, MovementKind] = {}
         for kind, text in self.kind_markers.items():
             if not text or text in markers:
@@ -160,6 +171,10 @@ class MappingConfig:
         if not isinstance(sap_unit, str) or not sap_unit.strip() or sap_unit.strip().lower() == "manual":
             return self.default_unit
         return self.unit_map.get(sap_unit.strip(), sap_unit.strip())
+
+    def sap_unit(self, unit: str) -> str:
+        """Our unit code → the SAP UoM code the unit map reads back as it (itself when unmapped)."""
+        return self._unit_back.get(unit, unit)  # type: ignore[attr-defined]
 
     def kind_from_marker(self, value: object) -> MovementKind | None:
         if not isinstance(value, str):
@@ -302,11 +317,15 @@ def item_to_item(row: Mapping[str, Any], cfg: MappingConfig) -> Item:
         "barcode": _text(row, "BarCode"),
         "batch_managed": _yes(row.get("ManageBatchNumbers")),
         "serial_managed": _yes(row.get("ManageSerialNumbers")),
-        "active": row.get("Valid", "tYES") != "tNO" and not _yes(row.get("Frozen")),
+        "active": _item_active(row),
         "standard_cost": standard_cost,
         "modified_at": stamp_of(row, cfg).at,
     }
     return parse(Item, data, units=cfg.units)
+
+
+def _item_active(row: Mapping[str, Any]) -> bool:
+    return row.get("Valid", "tYES") not in ("tNO", "N") and not _yes(row.get("Frozen"))
 
 
 def item_to_balances(row: Mapping[str, Any], cfg: MappingConfig, *, as_of: datetime,
@@ -351,6 +370,97 @@ def warehouse_to_warehouse(row: Mapping[str, Any], cfg: MappingConfig) -> Wareho
         "active": not _yes(row.get("Inactive")),
         "modified_at": stamp_of(row, cfg).at,
     }, units=cfg.units)
+
+
+# ---------------------------------------------------------------------------------------------
+# Master data → SAP (upsert): the inverse of the reads above, field by field
+#
+# Only what the read mapping gives back is written and compared, so a record read from SAP and
+# written again changes nothing. Not written: ``category`` (SAP holds a numeric ItemsGroupCode, our
+# category is a name), ``standard_cost`` (AvgStdPrice is a valuation result, not master data),
+# ``conversions`` (UoM groups), ``attributes`` and the warehouse's ``organisation``. ``InventoryItem``
+# is ``tYES`` when an item is created (canonical items keep stock) and never changed afterwards:
+# whether an existing SAP item keeps stock is that company's decision.
+
+
+def _flag(value: bool) -> str:
+    return "tYES" if value else "tNO"
+
+
+def item_compared_fields(cfg: MappingConfig) -> tuple[str, ...]:
+    """The Items properties :func:`item_changes` reads (``$select`` of the lookup)."""
+    fields = ("ItemCode", "ItemName", "InventoryUOM", "ManageBatchNumbers", "ManageSerialNumbers", "BarCode",
+              "Valid", "Frozen")
+    return (*fields, cfg.spec_field) if cfg.spec_field else fields
+
+
+def _item_values(item: Item, cfg: MappingConfig) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "ItemName": item.name,
+        "InventoryUOM": cfg.sap_unit(item.base_unit),
+        "ManageBatchNumbers": _flag(item.batch_managed),
+        "ManageSerialNumbers": _flag(item.serial_managed),
+        "BarCode": item.barcode,
+    }
+    if cfg.spec_field:
+        values[cfg.spec_field] = item.spec
+    return values
+
+
+def _active_values(active: bool) -> dict[str, str]:
+    return {"Valid": "tYES", "Frozen": "tNO"} if active else {"Valid": "tNO", "Frozen": "tYES"}
+
+
+def item_to_sap(item: Item, cfg: MappingConfig) -> dict[str, Any]:
+    """The ``Items`` body that creates ``item`` (empty optional fields left out)."""
+    body: dict[str, Any] = {"ItemCode": item.sku, **_item_values(item, cfg), **_active_values(item.active),
+                            "InventoryItem": "tYES"}
+    return {name: value for name, value in body.items() if value is not None}
+
+
+def item_changes(item: Item, row: Mapping[str, Any], cfg: MappingConfig) -> dict[str, Any]:
+    """The PATCH body that makes the SAP item ``row`` read back as ``item``; empty when it already does.
+
+    Each field is compared the way the read mapping reads it: the unit through the unit map (an
+    item without InventoryUOM reads as the default unit), flags by meaning (``tYES``/``Y``), texts
+    stripped, active as Valid and not Frozen. A field to clear is sent as null."""
+    wanted = _item_values(item, cfg)
+    changes: dict[str, Any] = {}
+    if _text(row, "ItemName") != item.name:
+        changes["ItemName"] = wanted["ItemName"]
+    if item_unit(row, cfg) != item.base_unit:
+        changes["InventoryUOM"] = wanted["InventoryUOM"]
+    for name, value in (("ManageBatchNumbers", item.batch_managed), ("ManageSerialNumbers", item.serial_managed)):
+        if _yes(row.get(name)) != value:
+            changes[name] = wanted[name]
+    if _text(row, "BarCode") != item.barcode:
+        changes["BarCode"] = item.barcode
+    if cfg.spec_field and _text(row, cfg.spec_field) != item.spec:
+        changes[cfg.spec_field] = item.spec
+    if _item_active(row) != item.active:
+        changes.update(_active_values(item.active))
+    return changes
+
+
+WAREHOUSE_COMPARED_FIELDS = ("WarehouseCode", "WarehouseName", "EnableBinLocations", "Inactive")
+
+
+def warehouse_to_sap(warehouse: Warehouse, cfg: MappingConfig) -> dict[str, Any]:
+    """The ``Warehouses`` body that creates ``warehouse`` (its code through the warehouse map)."""
+    return {"WarehouseCode": cfg.sap_warehouse(warehouse.code), "WarehouseName": warehouse.name,
+            "EnableBinLocations": _flag(warehouse.bin_managed), "Inactive": _flag(not warehouse.active)}
+
+
+def warehouse_changes(warehouse: Warehouse, row: Mapping[str, Any], cfg: MappingConfig) -> dict[str, Any]:
+    """The PATCH body that makes the SAP warehouse ``row`` read back as ``warehouse``; empty when equal."""
+    changes: dict[str, Any] = {}
+    if (_text(row, "WarehouseName") or _text(row, "WarehouseCode")) != warehouse.name:
+        changes["WarehouseName"] = warehouse.name
+    if _yes(row.get("EnableBinLocations")) != warehouse.bin_managed:
+        changes["EnableBinLocations"] = _flag(warehouse.bin_managed)
+    if (not _yes(row.get("Inactive"))) != warehouse.active:
+        changes["Inactive"] = _flag(not warehouse.active)
+    return changes
 
 
 def bin_to_location(row: Mapping[str, Any], cfg: MappingConfig) -> Location:
