@@ -63,6 +63,68 @@ from connectors.http import HttpClient
 from connectors.redaction import redact_text
 from sync.push import idempotency_key
 
+# A complete trial file; every key but [trial] has a default (see the models below).
+TRIAL_EXAMPLE = """\
+[trial]
+name = "2026 仓储系统选型"
+candidates = ["kingdee_test", "sap_test"]      # connection names from erphub.toml
+results_dir = "erphub-trials"                   # runs are stored as <results_dir>/<run id>/results.json
+
+[scenario]
+seed = 42                  # same seed, same documents
+movements = 200            # documents per candidate
+concurrency = 4            # worker threads per candidate
+duration_cap = "5m"        # documents not started by then are not sent
+lines_per_document = [1, 3]
+quantity = [1, 10]
+document_date = 2024-03-01
+
+[scenario.mix]             # relative shares of the standard processes
+purchase_receipt = 25
+sales_issue = 35
+transfer = 10
+count_gain = 5
+count_loss = 5
+sales_return = 10
+purchase_return = 10
+
+[scenario.master_data.generate]   # or items/warehouses/partners/balances written out
+items = 50
+warehouses = 3
+opening = [50, 200]
+
+[criteria]
+defaults = true            # the article's four rated criteria, weight 1 each
+article_ratings = true     # the article's table as rater "article", by platform
+missing = "exclude"        # or "zero"
+
+[criteria.rated.go_live_speed]
+weight = 2
+[criteria.rated.go_live_speed.ratings.kingdee_test]
+wang = 7
+li = 6
+
+[criteria.rated.local_support]   # a criterion of the committee's own
+label = "本地支持 local support"
+ratings = { kingdee_test = { wang = 9 }, sap_test = { wang = 6 } }
+
+[criteria.measured.success_rate]     # listing [criteria.measured] replaces the default measured set
+weight = 2
+method = "target"
+best = 1.0
+worst = 0.8
+[criteria.measured.accuracy]
+weight = 2
+[criteria.measured.latency_p95_ms]
+weight = 1
+method = "ratio"
+[criteria.measured.api_calls_per_document]
+weight = 1
+[criteria.measured.throughput]
+weight = 1
+method = "minmax"
+"""
+
 RESULTS_FORMAT = "erphub-trial-results/1"
 RESULTS_FILE = "results.json"
 DEFAULT_RESULTS_DIR = "erphub-trials"

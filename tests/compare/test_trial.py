@@ -245,3 +245,34 @@ def test_a_toml_trial_file_loads(tmp_path: Path):
     path.write_text("[trial\n", encoding="utf-8")
     with pytest.raises(TrialInvalid, match="not valid TOML"):
         load_trial(path)
+
+
+def test_the_documented_example_trial_file_is_valid():
+    import tomllib
+
+    from compare.trial import TRIAL_EXAMPLE
+
+    trial = parse_trial(tomllib.loads(TRIAL_EXAMPLE))
+    assert trial.trial.candidates == ["kingdee_test", "sap_test"]
+    assert trial.scenario.duration_cap == 300.0
+    assert trial.criteria.rated["local_support"].ratings["sap_test"] == {"wang": 6}
+
+
+def test_documents_not_started_within_the_duration_cap_are_not_sent(tmp_path):
+    # Given a cap far shorter than one document takes
+    trial = parse_trial({"trial": {"name": "cap", "candidates": ["ref"]},
+                         "scenario": {"movements": 30, "concurrency": 1, "duration_cap": "1ms",
+                                      "master_data": TRIAL["scenario"]["master_data"]}})
+    master = trial.scenario.master_data.resolved(trial.scenario.seed)
+    with ExitStack() as stack:
+        clock = Clock()
+        sim = REFERENCE.simulator(clock=clock)
+        sim.seed({"world": master.to_world_dict()})
+        url = stack.enter_context(sim.serve()).url
+        results = run_trial(trial, {"ref": REFERENCE.settings(url)}, factory=lambda n, s: REFERENCE.build(s),
+                            results_dir=tmp_path)
+    documents = results["systems"]["ref"]["documents"]
+    # Then most documents were never sent, and the success rate counts only those that were
+    assert documents["not_sent"] > 0 and documents["sent"] + documents["not_sent"] == 30
+    assert results["systems"]["ref"]["measures"]["success_rate"] in (None, 1.0)
+    assert results["systems"]["ref"]["accuracy"]["share"] == 1.0
