@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from canonical import Movement, MovementKind, MovementLine, Partner
+from canonical import Item, Movement, MovementKind, MovementLine, Partner, Warehouse
 from connectors.kingdee import mapping as m
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -217,3 +217,73 @@ def test_head_fields_and_orgs_come_from_the_config():
     assert model["F_ABC_Dept"] == {"FNumber": "D1"}
     _, issue = m.movement_to_bill(sample(MovementKind.sales_issue), "K1", cfg)
     assert issue["FSaleOrgId"] == {"FNumber": "220"} and issue["FCustomerID"] == {"FNumber": "CUS-01"}
+
+
+# -- master data written (upsert) ----------------------------------------------------------------
+
+WRITE_CFG = m.MappingConfig(stock_org="200", units={"PCS": "Pcs"}, category_field="FMaterialGroup.FNumber",
+                            material_attribute_fields={"colour": "F_ABC_Colour"})
+HOODIE = Item(sku="TS-009", name="连帽卫衣", spec="L 黑", base_unit="PCS", barcode="6901234567009", category="服装",
+              batch_managed=True, attributes={"colour": "black"})
+
+
+def test_item_to_material_matches_golden():
+    check_golden("bd_material_save_model.expected.json", m.item_to_material(HOODIE, WRITE_CFG))
+
+
+def test_warehouse_to_stock_is_the_inverse_of_the_reader():
+    model = m.warehouse_to_stock(Warehouse(code="WH03", name="退货仓", bin_managed=True), WRITE_CFG)
+    assert model == {"FNumber": "WH03", "FName": "退货仓", "FIsOpenLocation": True,
+                     "FCreateOrgId": {"FNumber": "200"}, "FUseOrgId": {"FNumber": "200"}}
+    row = m.row_dict(m.stock_lookup_fields(WRITE_CFG), [7, "WH03", "退货仓", "200", True, "A", None, "C"])
+    assert m.stock_changes(Warehouse(code="WH03", name="退货仓", bin_managed=True), row, WRITE_CFG) == []
+    assert m.stock_changes(Warehouse(code="WH03", name="退货仓 2"), row, WRITE_CFG) == ["FName", "FIsOpenLocation"]
+
+
+def _material_row(**override):
+    values = {"FMaterialId": 100001, "FNumber": "TS-009", "FName": "连帽卫衣", "FSpecification": "L 黑",
+              "FBaseUnitId.FNumber": "Pcs", "FIsBatchManage": True, "FForbidStatus": "A",
+              "FModifyDate": "2025-01-01T00:00:00", "FBarCode": "6901234567009", "FMaterialGroup.FNumber": "服装",
+              "F_ABC_Colour": "black", "FDocumentStatus": "C", **override}
+    fields = m.material_lookup_fields(WRITE_CFG)
+    return m.row_dict(fields, [values[k] for k in fields])
+
+
+def test_a_material_read_back_as_written_has_no_changes_and_maps_to_the_same_item():
+    row = _material_row()
+    assert m.material_changes(HOODIE, row, WRITE_CFG) == []
+    read = m.material_to_item(row, WRITE_CFG)
+    assert (read.sku, read.name, read.spec, read.base_unit, read.barcode, read.category, read.batch_managed,
+            dict(read.attributes)) == ("TS-009", "连帽卫衣", "L 黑", "PCS", "6901234567009", "服装", True,
+                                       {"colour": "black"})
+
+
+@pytest.mark.parametrize("override,changed", [
+    ({"FName": "旧名"}, ["FName"]),
+    ({"FSpecification": ""}, ["FSpecification"]),
+    ({"FBaseUnitId.FNumber": "kg"}, ["FBaseUnitId"]),
+    ({"FBaseUnitId.FNumber": "PCS"}, []),  # unit numbers compare case-insensitively
+    ({"FIsBatchManage": False}, ["FIsBatchManage"]),
+    ({"FBarCode": ""}, ["FBarCode"]),
+    ({"FMaterialGroup.FNumber": "鞋类"}, ["FMaterialGroup"]),
+    ({"F_ABC_Colour": "red"}, ["F_ABC_Colour"]),
+    ({"FForbidStatus": "B", "FDocumentStatus": "A", "FModifyDate": None}, []),  # state, not content
+])
+def test_material_changes_name_the_save_keys_of_the_fields_that_differ(override, changed):
+    assert m.material_changes(HOODIE, _material_row(**override), WRITE_CFG) == changed
+
+
+def test_empty_canonical_values_compare_equal_to_empty_vendor_values():
+    plain = Item(sku="TS-010", name="袜子", base_unit="PCS")
+    row = _material_row(FNumber="TS-010", FName="袜子", FSpecification="", FIsBatchManage=False, FBarCode=None,
+                        **{"FMaterialGroup.FNumber": "", "F_ABC_Colour": ""})
+    assert m.material_changes(plain, row, WRITE_CFG) == []
+    model = m.item_to_material(plain, WRITE_CFG)
+    assert (model["FSpecification"], model["FBarCode"], model["FMaterialGroup"], model["F_ABC_Colour"]) == (
+        "", "", {"FNumber": ""}, "")
+
+
+def test_update_model_carries_the_id_the_number_and_the_changed_fields_only():
+    model = m.item_to_material(HOODIE, WRITE_CFG)
+    assert m.update_model(model, m.MATERIAL_PK, "100001", ["FName", "FMaterialGroup"]) == {
+        "FMaterialId": 100001, "FNumber": "TS-009", "FName": "连帽卫衣", "FMaterialGroup": {"FNumber": "服装"}}
