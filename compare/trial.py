@@ -209,20 +209,21 @@ def parse_trial(data: Mapping[str, Any], *, source: Path | None = None) -> Trial
     try:
         return TrialFile.model_validate(data)
     except ValidationError as exc:
-        raise TrialInvalid(_problems(exc), source) from None
+        raise TrialInvalid(_problems(exc, data), source) from None
 
 
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+def _problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
     problems: dict[str, str] = {}
     for error in exc.errors(include_url=False, include_input=False):
-        path = ""
+        # follow the input, so union member tags and validator names (not places in the file) are left out
+        path, current = "", data
         for part in error["loc"]:
-            if isinstance(part, int):
+            if isinstance(current, Mapping) and isinstance(part, str):
+                path = f"{path}.{part}" if path else part
+                current = current.get(part)
+            elif isinstance(current, list | tuple) and isinstance(part, int):
                 path += f"[{part}]"
-            elif "[" in str(part) or "-" in str(part) and not str(part).replace("-", "").isalnum():
-                continue  # a union or validator tag, not a key
-            else:
-                path = f"{path}.{part}" if path else str(part)
+                current = current[part] if 0 <= part < len(current) else None
         message = str(error["msg"])
         for lead in ("Value error, ", "Assertion failed, "):
             if message.startswith(lead):
