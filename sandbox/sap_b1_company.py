@@ -75,6 +75,11 @@ class CompanyConfig:
     ``require_batches``: batch-managed items need ``BatchNumbers`` on stock documents.
     ``warehouse_stamps``: give Warehouses CreateDate/UpdateDate (the vendor doc does not list them).
     ``missing_reference_status``: HTTP status when a body names an unknown item/warehouse (400 or 404).
+    ``max_lengths``: longest text a master property holds, by entity set; a longer value is refused
+    with "CServiceData::SetPropertyValueString failed; Value too long in property 'X' of 'Item'"
+    (the wording public integrations record; its code is not recorded: -5002 here [I]). The
+    defaults are the column sizes of OITM/OWHS as we know them (ItemCode 50, ItemName 200,
+    WhsCode 8, WhsName 100) [I]; set a group to {} to lift them.
     """
 
     reference_fields: tuple[str, ...] = ("Reference2",)
@@ -84,9 +89,11 @@ class CompanyConfig:
     require_batches: bool = True
     warehouse_stamps: bool = False
     missing_reference_status: int = 400
+    max_lengths: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        "Items": {"ItemCode": 50, "ItemName": 200}, "Warehouses": {"WarehouseCode": 8, "WarehouseName": 100}})
 
     _KNOWN = ("reference_fields", "user_fields", "timezone", "docnum_start", "require_batches",
-              "warehouse_stamps", "missing_reference_status")
+              "warehouse_stamps", "missing_reference_status", "max_lengths")
 
     def updated(self, data: Mapping[str, Any]) -> CompanyConfig:
         unknown = sorted(set(data) - set(self._KNOWN))
@@ -108,6 +115,12 @@ class CompanyConfig:
                         raise ValueError(f"company.user_fields.{group}: {bad[0]!r} does not start with U_")
                     groups[group] = frozenset(names)
                 changes[name] = groups
+            elif name == "max_lengths":
+                if not isinstance(value, Mapping) or not all(
+                        isinstance(limits, Mapping) and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                            for n in limits.values()) for limits in value.values()):
+                    raise ValueError("company.max_lengths: must map an entity set to {property: positive length}")
+                changes[name] = {**self.max_lengths, **{g: dict(limits) for g, limits in value.items()}}
             elif name == "timezone":
                 ZoneInfo(value)
                 changes[name] = value
@@ -481,6 +494,14 @@ class Company:
             out[canonical] = value
         return out
 
+    def _check_lengths(self, es: EntitySet, data: Mapping[str, Any]) -> None:
+        limits = self.config.max_lengths.get(es.name) or {}
+        for name, value in data.items():
+            limit = limits.get(name)
+            if limit is not None and isinstance(value, str) and len(value) > limit:
+                raise B1Error(-5002, f"CServiceData::SetPropertyValueString failed; Value too long in property "
+                                     f"'{name}' of '{es.type_name}'")
+
     def _normalize(self, name: str, value: Any, where: str = "") -> Any:
         if value is None:
             return None
@@ -500,6 +521,7 @@ class Company:
     def _add_master(self, es: EntitySet, body: Mapping[str, Any]) -> Any:
         extra = ["ItemWarehouseInfoCollection", "ItemPrices"] if es.name == "Items" else []
         data = self._check_properties(es, body, es.template, es.name, extra)
+        self._check_lengths(es, data)
         warehouse_rows = data.pop("ItemWarehouseInfoCollection", None) if es.name == "Items" else None
         record = {name: self._normalize(name, value) for name, value in data.items()
                   if name not in es.stamps.values() and name not in ("QuantityOnStock", "DataVersion")}
@@ -565,6 +587,7 @@ class Company:
                 return
             extra = ["ItemWarehouseInfoCollection", "ItemPrices"] if es.name == "Items" else []
             data = self._check_properties(es, body, es.template, es.name, extra)
+            self._check_lengths(es, data)
             rows = data.pop("ItemWarehouseInfoCollection", None) if es.name == "Items" else None
             for name, value in data.items():
                 if name == es.key or name in es.stamps.values() or name in ("QuantityOnStock", "DataVersion",
