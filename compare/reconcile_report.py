@@ -129,7 +129,8 @@ def reconcile_document(rec: Reconciliation, *, limit: int = DRILL_DOWN_LIMIT,
                "class", "value at stake", "explanation"]
     rows = []
     for row in shown:
-        quantities = [_shown(side.quantity) if side.present else "no row" for side in row.sides]
+        quantities = ["no row" if not side.present else _shown(side.quantity) if side.quantity is not None
+                      else f"{_shown(side.reported)} {side.unit or ''}".rstrip() for side in row.sides]
         rows.append([row.sku, row.warehouse, *([row.bin or "", row.lot or ""] if rec.by_location else []),
                      *quantities, row.base_unit or "", _shown(row.difference), CLASS_LABELS[row.cls],
                      _money(row.value_at_stake), row.explanation])
