@@ -156,16 +156,16 @@ def _is_simulator(settings: Any) -> bool:
 def _count_sheet(store: Any, connections: Any, path: Path, snapshot_ids: list[int], *, sheet: str | None,
                  codes_of: str | None, warehouse: str | None, partial: bool) -> tuple[int, list[str], set[str]]:
     """Read, check and store the count sheet; its snapshot id, problems and warehouse scope."""
-    from sqlalchemy import distinct, select
+    from sqlalchemy import select
 
     from compare.countsheet import read_count_sheet
     from compare.snapshots import store_rows
     from sync.store import BalanceSnapshotRow
 
     with store.session() as session:
-        known = session.execute(select(distinct(BalanceSnapshotRow.sku)).where(
+        known = session.execute(select(BalanceSnapshotRow.sku).distinct().where(
             BalanceSnapshotRow.snapshot_id.in_(snapshot_ids))).scalars().all()
-        known_whs = session.execute(select(distinct(BalanceSnapshotRow.warehouse)).where(
+        known_whs = session.execute(select(BalanceSnapshotRow.warehouse).distinct().where(
             BalanceSnapshotRow.snapshot_id.in_(snapshot_ids))).scalars().all()
     try:
         result = read_count_sheet(path, store=store, connections=connections, codes_of=codes_of, sheet=sheet,
