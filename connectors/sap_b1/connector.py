@@ -28,10 +28,21 @@ only then it POSTs, once: a lost answer is :class:`Ambiguous` and ``find`` settl
 one changeset per movement (each its own transaction); the Service Layer stops at the first
 failing changeset, so the changesets after it (not executed) are sent again in the next batch.
 
+Master data (``upsert``). Items and Warehouses are written by code, lookup first: ``$filter=ItemCode
+eq 'A' or …`` (20 codes a request, ``$select`` of the compared properties only), then missing
+records are created through ``$batch`` (one changeset each, ``Prefer: return-no-content``: the key
+is ours, the 201 body of an item would carry every warehouse row) and changed ones PATCHed with the
+changed properties only. On v2 the PATCH carries ``If-Match`` with the lookup row's
+``@odata.etag``. The vendor doc (§2.6, [D Q Q1]) says a ``$select`` read carries a *frozen*
+``sha1("1")`` ETag, right only for a record never changed since it was created; for any other the
+first PATCH meets 412 -2039, and we then GET the record by key (no ``$select``: its real ETag),
+compare again and PATCH once more — two extra calls for such a record, none for the rest. A second
+412 is :class:`Transient`. ``$batch`` does not check ETags, so updates are not batched.
+
 Transports. The connector needs from its client only ``query_page``/``query`` (collections),
 ``create`` (one document), ``batch`` (many), ``server_version`` and ``close``; the mapping works on
 plain dicts of SAP field names. A DI Server transport (SOAP via zeep) can implement the same
-methods over ``AddObject``/``ExecuteSQL`` and reuse :mod:`connectors.sap_b1.mapping` unchanged:
+methods over ``AddObject``/``UpdateObject``/``ExecuteSQL`` and reuse :mod:`connectors.sap_b1.mapping` unchanged:
 ``transport = "di_server"`` selects :class:`connectors.sap_b1.di_server.DiServerClient` (``url`` is the
 DI Server's SOAP root; ``push_many`` then sends one ``AddObject`` per movement).
 """
