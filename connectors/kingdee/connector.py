@@ -351,7 +351,9 @@ class KingdeeConnector(Connector):
             w.changes = master.changes(w.record, row, self.cfg)
             if w.status == "Z" and not w.changes:
                 w.changes = ["FName"]  # a draft becomes A only by a Save
-        live = lambda: [w for w in works if w.result is None]  # noqa: E731
+
+        def live() -> list[_Write]:  # the records no step has refused yet
+            return [w for w in works if w.result is None]
         # audited (or submitted) records must go back to D before they can be modified
         self._operate(master, "UnAudit", [w for w in live() if w.id and w.changes and w.status == "C"], "D")
         self._operate(master, "CancelAssign", [w for w in live() if w.id and w.changes and w.status == "B"], "D")
