@@ -10,9 +10,10 @@ each streaming page by page (memory stays flat however large the source):
    nature: a page written twice (after a crash) creates nothing twice. Each written record is
    bound in the target's ``id_map``. A target that cannot write warehouses must hold them
    already; the migration checks that instead.
-2. **balances**: ``read_balances`` pages become opening stock in the target: per page, the lines
-   of each warehouse (in chunks of ``lines_per_movement``) make one count-gain movement (or a misc
-   receipt when the target lacks count gains) with the deterministic reference
+2. **balances**: ``read_balances(warehouse=...)`` for each of the source's warehouses, page by
+   page, becomes opening stock in the target: the lines of a page (in chunks of
+   ``lines_per_movement``) make one count-gain movement (or a misc receipt when the target lacks
+   count gains) with the deterministic reference
    ``MIG-<run>-<warehouse>-<n>``, enqueued with :func:`sync.push.enqueue_many` *in the same
    transaction as the page's checkpoint* (so idempotency keys, find-before-resend, ordering and
    the error queue all apply, and a page is never enqueued twice).
@@ -556,9 +557,12 @@ class _Migration:
             for row in session.execute(select(IdMap.canonical_id, IdMap.external_code, IdMap.external_id).where(
                     IdMap.connection_id == self.target_id, IdMap.entity == entity, IdMap.canonical_id.in_(chunk))):
                 found[row.canonical_id] = row.external_code or row.external_id
+        # no table row: the configured rules, then identity (as codemap.to_external, a page at a time)
+        configured = self.rules if self.rules is not None else codemap._configured
+        chain = configured.rules_for(self.state["target"], entity) if configured.root else None
         for code in unique:
             if code not in found:
-                found[code] = codemap.to_external(session, self.target_id, entity, code, rules=self.rules)
+                found[code] = codemap.apply_rules(chain, code) if chain else code
         return found
 
     def _write(self, phase: str, entity: Entity, ready: list[tuple[int, str, Any]],
@@ -619,21 +623,37 @@ class _Migration:
         failed_items, failed_warehouses = self._failed_codes()
         if self.dry_run and self._dry_warehouses is None:
             self._dry_warehouses = {w.code for page in self.target.read(Entity.WAREHOUSES) for w in page.records}
-        for page in self._pages("balances", self.source.read_balances):
-            with self.store.session() as session:
-                movements = self._balance_page(session, page, counts, kind, failed_items, failed_warehouses)
-            counts.pages += 1
+        # warehouse by warehouse, so each page makes (at most) one document of up to a page of lines
+        for warehouse in self._source_warehouses():
+            if warehouse in self.state.setdefault("wh_done", []):
+                continue
+            for page in self._pages(f"balances:{warehouse}", self.source.read_balances, warehouse=warehouse):
+                with self.store.session() as session:
+                    movements = self._balance_page(session, page, counts, kind, failed_items, failed_warehouses)
+                counts.pages += 1
+                if not self.dry_run:
+                    with self.store.session(write=True) as session:
+                        self._flush(session)
+                        if movements:
+                            enqueue_many(session, movements, [self.state["target"]], connections=self.connections,
+                                         source_connection=self.state["source"])
+                        self.state["token"] = page.resume
+                        self._checkpoint(session)
+                self.on_progress("balances", counts)
+                if page.resume is None:
+                    break
+            self.state["wh_done"].append(warehouse)
             if not self.dry_run:
-                with self.store.session(write=True) as session:
-                    self._flush(session)
-                    if movements:
-                        enqueue_many(session, movements, [self.state["target"]], connections=self.connections,
-                                     source_connection=self.state["source"])
-                    self.state["token"] = page.resume
-                    self._checkpoint(session)
-            self.on_progress("balances", counts)
+                self._checkpoint()
+
+    def _source_warehouses(self) -> list[str]:
+        """The source's warehouse codes, sorted (a few; read again on resume, same order)."""
+        codes: set[str] = set()
+        for page in self.source.read(Entity.WAREHOUSES):
+            codes.update(w.code for w in page.records)
             if page.resume is None:
                 break
+        return sorted(codes)
 
     def _failed_codes(self) -> tuple[set[str], set[str]]:
         """Canonical codes of items and warehouses with an open error-queue entry (they are not in
