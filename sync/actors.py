@@ -48,7 +48,7 @@ from connectors.redaction import redact_text
 from sync.connections import Connections
 from sync.ratelimit import RateLimiters, effective_rate
 from sync.store import ErrorQueue, ErrorStatus, Outbox, OutboxStatus, Store, utcnow
-from sync.store.outbox import _due, _not_held_back  # the claim rules, so the relay sends what a claim takes
+from sync.store.outbox import due, not_held_back  # the claim rules, so the relay sends what a claim takes
 
 log = logging.getLogger("erphub.sync.actors")
 
@@ -322,7 +322,7 @@ class Relay:
         now = now or utcnow()
         query = (
             select(Outbox.id, Outbox.target_connection_id, Outbox.status, Outbox.attempts, Outbox.next_attempt_at)
-            .where(_due(now), _not_held_back())  # the claim's own rules: what a claim could take now
+            .where(due(now), not_held_back())  # the claim's own rules: what a claim could take now
             .order_by(Outbox.id)
             .limit(self.batch)
         )

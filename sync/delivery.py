@@ -50,7 +50,7 @@ from sync.push import movement_of
 from sync.retry import Decision, RetryPolicy, Verdict, error_kind
 from sync.store import Connection, ConnectionStatus, Movement, Outbox, OutboxStatus, Store, begin_write, utcnow
 from sync.store import outbox as ob
-from sync.store.outbox import _due, _not_held_back  # the claim rules, shared with claim_one
+from sync.store.outbox import due, not_held_back  # the claim rules, shared with claim_one
 
 log = logging.getLogger("erphub.sync.delivery")
 
@@ -161,7 +161,7 @@ def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds
     """Lease row ``outbox_id`` to ``worker_id`` if ``claim`` would hand it out now (due, not held
     back by an older row with its ordering key, target allowed); the row, or None."""
     begin_write(session)
-    candidate = select(Outbox.id).where(Outbox.id == outbox_id, _due(now), _not_held_back())
+    candidate = select(Outbox.id).where(Outbox.id == outbox_id, due(now), not_held_back())
     if target_connection_ids is not None:
         candidate = candidate.where(Outbox.target_connection_id.in_(list(target_connection_ids)))
     if session.connection().dialect.name == "postgresql":
@@ -170,7 +170,7 @@ def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds
         return None
     claimed = session.scalar(
         update(Outbox)
-        .where(Outbox.id == outbox_id, _due(now))
+        .where(Outbox.id == outbox_id, due(now))
         .values(
             status=OutboxStatus.SENDING,
             lease_owner=worker_id,

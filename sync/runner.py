@@ -34,7 +34,7 @@ from sync.broker import BrokerConfig, EmbeddedWorker, build_broker
 from sync.connections import Connections
 from sync.flows import BALANCES, FlowLike, flow_steps
 from sync.ratelimit import RateLimiters
-from sync.store.outbox import _due, _not_held_back  # the claim's rules
+from sync.store.outbox import due, not_held_back  # the claim's rules
 from sync.store import BalanceSnapshot, Movement, Outbox, OutboxStatus, RunStatus, Store, SyncRun, utcnow
 
 log = logging.getLogger("erphub.sync.runner")
@@ -198,7 +198,7 @@ class Hub:
             return int(session.scalar(
                 select(func.count()).select_from(Outbox).where(
                     Outbox.target_connection_id.in_(ids),
-                    or_(and_(_due(now), _not_held_back()),
+                    or_(and_(due(now), not_held_back()),
                         and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_expires_at > now)))
             ) or 0)
 

@@ -52,7 +52,10 @@ BLOCKING = (OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.AMBIGUOUS)
 LEASE_EXPIRED = "lease_expired"
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
+def due(now: datetime) -> ColumnElement[bool]:
+    """Rows a claim may take at ``now``: pending or ambiguous and due, or sending with a dead lease.
+
+    Public because the relay and ``claim_one`` must select exactly what a claim would take."""
     return or_(
         and_(Outbox.status.in_((OutboxStatus.PENDING, OutboxStatus.AMBIGUOUS)), Outbox.next_attempt_at <= now),
         and_(
@@ -62,7 +65,8 @@ def _due(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _not_held_back() -> ColumnElement[bool]:
+def not_held_back() -> ColumnElement[bool]:
+    """Rows with no older undelivered row of the same target and ordering key (item+warehouse)."""
     older = aliased(Outbox, name="older")
     return or_(
         Outbox.ordering_key.is_(None),
@@ -98,7 +102,7 @@ def claim(
         return []
 
     begin_write(session)
-    candidates = select(Outbox.id).where(_due(now), _not_held_back()).order_by(Outbox.id).limit(limit)
+    candidates = select(Outbox.id).where(due(now), not_held_back()).order_by(Outbox.id).limit(limit)
     if target_connection_ids is not None:
         candidates = candidates.where(Outbox.target_connection_id.in_(list(target_connection_ids)))
     if session.connection().dialect.name == "postgresql":
@@ -110,7 +114,7 @@ def claim(
     claimed = list(
         session.scalars(
             update(Outbox)
-            .where(Outbox.id.in_(ids), _due(now))
+            .where(Outbox.id.in_(ids), due(now))
             .values(
                 status=OutboxStatus.SENDING,
                 lease_owner=worker_id,
