@@ -4,9 +4,8 @@
 flow kind          one run
 =================  =============================================================================
 ``master_data``    pull each entity (items, warehouses, locations, partners; those the source's
-                   connector supports) from the source into the store. Propagating master data
-                   *to the targets* is not done: the connector contract (``connectors/base.py``)
-                   can only push movements, so the targets are recorded but not written yet.
+                   connector supports) from the source into the store, then upsert what changed
+                   into every target that can write it (:mod:`sync.propagate`).
 ``movements``      incremental pull of movements from the source; each new movement is written
                    with one outbox row per target in the page's transaction
                    (:func:`sync.push.enqueue`), then delivered by the ``deliver`` actors.
@@ -107,4 +106,15 @@ def pull_step(runtime: Runtime, connection: str, entity: str, mode: str, flow_na
 
         return engine.pull_movements(runtime.store, runtime.connections, connection, on_movement,
                                      mode=mode, lookback=runtime.lookback)
-    return engine.pull(runtime.store, runtime.connections, connection, entity, mode=mode, lookback=runtime.lookback)
+    result = engine.pull(runtime.store, runtime.connections, connection, entity, mode=mode,
+                         lookback=runtime.lookback)
+    flow = runtime.flows.get(flow_name) if flow_name else None
+    if flow is not None and _kind(flow) == MASTER_DATA and flow.targets:
+        from sync.propagate import propagate
+
+        for outcome in propagate(runtime.store, runtime.connections, connection, list(flow.targets), entity,
+                                 policy=runtime.policy):
+            log.info("flow %s: %s → %s: %d created, %d already there, %d refused%s", flow_name, entity,
+                     outcome.target, outcome.created, outcome.existing, outcome.rejected,
+                     f" (stopped: {outcome.stopped})" if outcome.stopped else "")
+    return result
