@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -112,6 +112,21 @@ class _Target:
     name: str
 
 
+def _known_id(session: Session, connections: Connections, name: str) -> int | None:
+    """``name``'s row id from the ``Connections`` cache, when the session is on its store.
+
+    ``Connections.id`` caches only ids it committed itself, so a cached id never belongs to a
+    transaction that might still roll back; an id created in the caller's transaction (by
+    ``ensure_connection`` below) is not cached here."""
+    cached = getattr(connections, "_ids", None)
+    if not cached or name not in cached:
+        return None
+    store = getattr(connections, "store", None)
+    if store is None or session.get_bind() is not getattr(store, "engine", None):
+        return None
+    return cached[name]
+
+
 def _targets(session: Session, targets: Sequence[int | str], connections: Connections) -> list[_Target]:
     if isinstance(targets, (str, int)):
         raise TypeError("targets must be a sequence of connection names or ids")
@@ -130,7 +145,9 @@ def _targets(session: Session, targets: Sequence[int | str], connections: Connec
             out[row.id] = _Target(row.id, row.name)
         else:
             platform = connections.platform(target)  # ConfigError naming the configured ones
-            row_id = ensure_connection(session, target, platform)
+            row_id = _known_id(session, connections, target)
+            if row_id is None:
+                row_id = ensure_connection(session, target, platform)
             out[row_id] = _Target(row_id, target)
     return list(out.values())
 
@@ -138,7 +155,9 @@ def _targets(session: Session, targets: Sequence[int | str], connections: Connec
 def _source_id(session: Session, source: str | None, connections: Connections) -> int | None:
     if source is None:
         return None
-    return ensure_connection(session, source, connections.platform(source))
+    platform = connections.platform(source)
+    known = _known_id(session, connections, source)
+    return known if known is not None else ensure_connection(session, source, platform)
 
 
 def enqueue(
@@ -171,78 +190,139 @@ def enqueue_many(
     source_documents: Sequence[str | None] | None = None,
     now: datetime | None = None,
 ) -> list[int]:
-    """:func:`enqueue` for many movements in one transaction (all or nothing); their ids in order."""
+    """:func:`enqueue` for many movements in one transaction (all or nothing); their ids in order.
+
+    Happy path per movement: one ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` for the
+    movement and one per outbox row (Core statements built once, no ORM flush). Only when the
+    reference is already stored does it read the stored row (hash, existing targets); only when
+    an idempotency key is already taken does it look further (next candidate).
+    """
     now = now or utcnow()
-    # SQLite: open the write transaction now, so the savepoints below nest inside it (pysqlite
-    # would otherwise let the first savepoint's RELEASE commit on its own).
-    begin_write(session)
     movements = list(movements)
     documents = list(source_documents) if source_documents is not None else [None] * len(movements)
     if len(documents) != len(movements):
         raise ValueError("source_documents must have one entry per movement")
-    resolved = _targets(session, targets, connections)
-    source_id = _source_id(session, source_connection, connections)
     references = [m.reference for m in movements]
     if len(set(references)) != len(references):
         seen: set[str] = set()
         twice = next(r for r in references if r in seen or seen.add(r))  # type: ignore[func-returns-value]
         raise ValueError(f"movement {twice!r} appears twice in one batch")
-    stored = {row.reference: row for row in session.scalars(select(Movement).where(Movement.reference.in_(references)))} \
-        if references else {}
+    session.flush()  # the caller's pending ORM objects go first (Core statements below do not autoflush)
+    # SQLite: open the write transaction now, so the statements below run in one transaction
+    # holding the write lock (and a savepoint, if one is needed, nests inside it).
+    begin_write(session)
+    resolved = _targets(session, targets, connections)
+    source_id = _source_id(session, source_connection, connections)
+    writer = _Writer(session)
     ids: list[int] = []
     for movement, document in zip(movements, documents, strict=True):
-        digest = canonical.content_hash(movement)
-        row = stored.get(movement.reference)
-        new = False
-        if row is None:
-            row, new = _insert(session, movement, digest, source_id, document or movement.source_document, now)
-        if row.content_hash != digest:
-            raise MovementConflict(movement.reference, stored_hash=row.content_hash, new_hash=digest,
-                                   stored_id=row.id, source_document=document or movement.source_document)
-        _add_outbox_rows(session, row, movement, resolved, new, now)
-        ids.append(row.id)
-    session.flush()
+        digest = canonical.content_hash(movement)  # once per movement
+        document = document or movement.source_document
+        row_id = writer.insert_movement({
+            "reference": movement.reference, "kind": movement.kind.value, "document_date": movement.document_date,
+            "payload": payload_of(movement), "content_hash": digest, "source_connection_id": source_id,
+            "source_document": document, "created_at": now})
+        new = row_id is not None
+        if row_id is None:  # the reference is stored already (by us earlier, or by a concurrent enqueue)
+            stored = writer.stored_movement(movement.reference)
+            if stored is None:
+                raise RuntimeError(f"movement {movement.reference!r}: insert conflicted but no stored row found")
+            row_id, stored_hash = stored
+            if stored_hash != digest:
+                raise MovementConflict(movement.reference, stored_hash=stored_hash, new_hash=digest,
+                                       stored_id=row_id, source_document=document)
+        _add_outbox_rows(writer, row_id, movement, resolved, new, now)
+        ids.append(row_id)
     return ids
 
 
-def _insert(session: Session, movement: canonical.Movement, digest: str, source_id: int | None,
-            source_document: str | None, now: datetime) -> tuple[Movement, bool]:
-    row = Movement(reference=movement.reference, kind=movement.kind.value, document_date=movement.document_date,
-                   payload=payload_of(movement), content_hash=digest, source_connection_id=source_id,
-                   source_document=source_document, created_at=now)
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:  # another transaction stored the same reference first
-        found = session.scalars(select(Movement).where(Movement.reference == movement.reference)).first()
-        if found is None:
-            raise
-        return found, False
-    return row, True
+class _Writer:
+    """Core statements of one enqueue, on the session's connection (same transaction)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.connection = session.connection()
+        self.statements = _statements(self.connection.dialect.name)
+
+    def _insert_or_nothing(self, which: str, params: dict[str, Any]) -> int | None:
+        stmt = self.statements[which]
+        if self.statements["upsert"]:
+            return self.connection.execute(stmt, params).scalar()
+        try:  # a dialect without ON CONFLICT: a savepoint keeps the transaction usable
+            with self.session.begin_nested():
+                return self.connection.execute(stmt, params).scalar()
+        except IntegrityError:
+            return None
+
+    def insert_movement(self, params: dict[str, Any]) -> int | None:
+        """The new movement's id, or None when its reference is stored already."""
+        return self._insert_or_nothing("movement", params)
+
+    def insert_outbox(self, params: dict[str, Any]) -> int | None:
+        """The new outbox row's id, or None when (movement, target) or the key is taken."""
+        return self._insert_or_nothing("outbox", params)
+
+    def stored_movement(self, reference: str) -> tuple[int, str] | None:
+        row = self.connection.execute(self.statements["stored"], {"reference": reference}).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def targets_of(self, movement_id: int) -> set[int]:
+        return set(self.connection.execute(self.statements["targets"], {"movement_id": movement_id}).scalars())
+
+    def has_row(self, movement_id: int, target_id: int) -> bool:
+        return self.connection.execute(self.statements["exists"], {"movement_id": movement_id,
+                                                                   "target_id": target_id}).first() is not None
 
 
-def _add_outbox_rows(session: Session, row: Movement, movement: canonical.Movement, targets: list[_Target],
+_STATEMENTS: dict[str, dict[str, Any]] = {}
+
+
+def _statements(dialect: str) -> dict[str, Any]:
+    """Built once per dialect, so SQLAlchemy's compiled cache is hit without rebuilding them."""
+    found = _STATEMENTS.get(dialect)
+    if found is not None:
+        return found
+    movement, outbox = Movement.__table__, Outbox.__table__
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert_ = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        mov = insert_(movement).on_conflict_do_nothing(index_elements=[movement.c.reference])
+        out = insert_(outbox).on_conflict_do_nothing()  # either unique constraint: (movement, target) or key
+        upsert = True
+    else:
+        mov, out, upsert = insert(movement), insert(outbox), False
+    built = {
+        "upsert": upsert,
+        "movement": mov.returning(movement.c.id),
+        "outbox": out.returning(outbox.c.id),
+        "stored": select(movement.c.id, movement.c.content_hash).where(movement.c.reference == bindparam("reference")),
+        "targets": select(outbox.c.target_connection_id).where(outbox.c.movement_id == bindparam("movement_id")),
+        "exists": select(outbox.c.id).where(outbox.c.movement_id == bindparam("movement_id"),
+                                            outbox.c.target_connection_id == bindparam("target_id")),
+    }
+    _STATEMENTS[dialect] = built
+    return built
+
+
+def _add_outbox_rows(writer: _Writer, movement_id: int, movement: canonical.Movement, targets: list[_Target],
                      new: bool, now: datetime) -> None:
-    existing = set() if new else set(
-        session.scalars(select(Outbox.target_connection_id).where(Outbox.movement_id == row.id)))
+    existing = set() if new else writer.targets_of(movement_id)
     order = ordering_key(movement)
     for target in targets:
         if target.id in existing:
             continue
         for n in range(1, _MAX_KEY_CANDIDATES + 1):
-            outbox = Outbox(movement_id=row.id, target_connection_id=target.id,
-                            idempotency_key=idempotency_key(movement.reference, target.name, n), ordering_key=order,
-                            next_attempt_at=now, created_at=now, updated_at=now)
-            try:
-                with session.begin_nested():
-                    session.add(outbox)
+            inserted = writer.insert_outbox({
+                "movement_id": movement_id, "target_connection_id": target.id,
+                "idempotency_key": idempotency_key(movement.reference, target.name, n), "ordering_key": order,
+                "next_attempt_at": now, "created_at": now, "updated_at": now})
+            if inserted is not None:
                 break
-            except IntegrityError:
-                # Either a concurrent enqueue added this (movement, target) first, or the key
-                # belongs to another (movement, target): then take the next candidate.
-                if session.scalar(select(Outbox.id).where(Outbox.movement_id == row.id,
-                                                          Outbox.target_connection_id == target.id)) is not None:
-                    break
+            # Either a concurrent enqueue added this (movement, target) first, or the key belongs
+            # to another (movement, target): then take the next candidate.
+            if writer.has_row(movement_id, target.id):
+                break
         else:
             raise RuntimeError(f"no free idempotency key for {movement.reference!r} → {target.name!r} "
                                f"after {_MAX_KEY_CANDIDATES} candidates")
