@@ -153,17 +153,26 @@ class Runtime:
         assert self.limiters is not None
         limiter = self.limiters.for_connection(target)
         cost = self.cost_of(target) if limiter.rate is not None else 1
-        while True:
+        if self.deliver_fn is None:
+            # The engine takes the tokens itself, right before each call to the vendor (inline
+            # retries included), and holds the bucket on a Retry-After; here only look ahead, so
+            # a full or held bucket hands the message back instead of holding a thread.
+            wait = limiter.peek(cost)
+            if wait > MAX_INLINE_RATE_WAIT:
+                return wait
+            from sync.delivery import deliver_one
+
+            deliver_one(self.store, self.connections, outbox_id, worker_id=self.thread_worker_id(), policy=self.policy,
+                        limiters=self.limiters)
+            return None
+        while True:  # a replaced deliver_fn: take the tokens here, as it cannot
             wait = limiter.try_acquire(cost)
             if wait <= 0:
                 break
             if wait > MAX_INLINE_RATE_WAIT:
                 return wait
             time.sleep(wait)
-        deliver = self.deliver_fn
-        if deliver is None:
-            from sync.delivery import deliver_one as deliver
-        deliver(self.store, self.connections, outbox_id, worker_id=self.thread_worker_id(), policy=self.policy)
+        self.deliver_fn(self.store, self.connections, outbox_id, worker_id=self.thread_worker_id(), policy=self.policy)
         return None
 
     def pull(self, connection: str, entity: str, mode: str, flow: str | None = None) -> Any:

@@ -16,7 +16,16 @@ One delivery of one row::
   Whatever still fails goes through :meth:`RetryPolicy.decide`.
 - A ``Retry-After`` applies to the tenant, not one row: after a rate-limited row is rescheduled,
   the rest of that target's claimed rows are handed back (attempt not counted), due when the
-  window ends. (Other workers are kept in step by the per-connection rate limiter.)
+  window ends.
+- Rate limits (given ``limiters``, :class:`sync.ratelimit.RateLimiters`): every call to the
+  vendor takes tokens from the target's bucket right before it goes out (inline retries too):
+  ``push`` and ``push_many`` take ``capabilities.posting_calls`` per request, ``find`` one. A
+  ``RateLimited`` answer holds that bucket until ``now + retry_after`` (1 s when the vendor gave
+  none), so every other thread and process waits out the window instead of extending it; the
+  result carries ``retry_after``. The lookup some connectors make inside ``push`` (reference,
+  SAP B1: find by key, then POST) is not charged: vendors limit their write endpoints (Jiandaoyun
+  ``data/create`` 20/s), and charging reads against a write limit would halve throughput. A
+  vendor that counts every call gets a connection rate that says so (e.g. half its limit).
 - A ``Rejected`` row is dead-lettered, unless an older row for the same target, still in
   flight, adds stock where this one takes it (a transfer into the warehouse an issue takes
   from): then it is deferred until that one settles. This covers the positions the single
@@ -42,11 +51,12 @@ from sqlalchemy.orm import Session
 
 import canonical
 from connectors.base import Connector, Entity, Receipt
-from connectors.errors import ConnectorError, DependencyMissing, Rejected
+from connectors.errors import ConnectorError, DependencyMissing, RateLimited, Rejected
 from connectors.redaction import redact_text
 from sync import codemap, errorqueue, metrics
 from sync.connections import Connections
 from sync.push import movement_of
+from sync.ratelimit import RateLimiter, RateLimiters, RateLimitTimeout
 from sync.retry import Decision, RetryPolicy, Verdict, error_kind
 from sync.store import Connection, ConnectionStatus, Movement, Outbox, OutboxStatus, Store, begin_write, utcnow
 from sync.store import outbox as ob
@@ -88,6 +98,7 @@ class DeliveryResult:
     error: str | None = None
     next_attempt_at: datetime | None = None
     error_id: int | None = None
+    retry_after: float | None = None  # the vendor's Retry-After (seconds) on a rate-limited outcome
 
 
 @dataclass
@@ -216,7 +227,8 @@ def active_targets(session: Session, connections: Connections, targets: Iterable
 
 
 def deliver_due(store: Store, connections: Connections, *, worker_id: str, limit: int = 50, policy: RetryPolicy,
-                now: datetime | None = None, targets: Iterable[str] | None = None) -> list[DeliveryResult]:
+                now: datetime | None = None, targets: Iterable[str] | None = None,
+                limiters: RateLimiters | None = None) -> list[DeliveryResult]:
     """Claim up to ``limit`` due rows (of ``targets``, default every configured connection that is
     not paused), commit the leases, and deliver them. One result per claimed row."""
     clock = _clock(now)
@@ -228,11 +240,11 @@ def deliver_due(store: Store, connections: Connections, *, worker_id: str, limit
         rows = ob.claim(session, worker_id=worker_id, limit=limit, lease_seconds=policy.lease_seconds, now=clock(),
                         target_connection_ids=list(active))
         jobs = _jobs(session, rows, connections)
-    return _Delivery(store, connections, worker_id, policy, clock).run(jobs)
+    return _Delivery(store, connections, worker_id, policy, clock, limiters).run(jobs)
 
 
 def deliver_one(store: Store, connections: Connections, outbox_id: int, *, worker_id: str, policy: RetryPolicy,
-                now: datetime | None = None) -> DeliveryResult | None:
+                now: datetime | None = None, limiters: RateLimiters | None = None) -> DeliveryResult | None:
     """Claim row ``outbox_id`` if it is due now (and its connection not paused) and deliver it;
     None when there was nothing to do (sent already, leased by another worker, not due yet,
     held back by an older row of its ordering key, connection paused)."""
@@ -245,7 +257,7 @@ def deliver_one(store: Store, connections: Connections, outbox_id: int, *, worke
         jobs = _jobs(session, [row] if row is not None else [], connections)
     if not jobs:
         return None
-    return _Delivery(store, connections, worker_id, policy, clock).run(jobs)[0]
+    return _Delivery(store, connections, worker_id, policy, clock, limiters).run(jobs)[0]
 
 
 def sweep(store: Store, now: datetime | None = None) -> int:
@@ -286,12 +298,14 @@ def _clock(now: datetime | None) -> Callable[[], datetime]:
 
 class _Delivery:
     def __init__(self, store: Store, connections: Connections, worker_id: str, policy: RetryPolicy,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], limiters: RateLimiters | None = None) -> None:
         self.store = store
         self.connections = connections
         self.worker_id = worker_id
         self.policy = policy
         self.clock = clock
+        self.limiters = limiters
+        self._gate: _Gate | None = None
 
     def run(self, jobs: list[_Job]) -> list[DeliveryResult]:
         results: dict[int, DeliveryResult] = {}
@@ -319,8 +333,11 @@ class _Delivery:
         try:
             connector = self.connections.connector(ready[0].target)
             max_batch = connector.capabilities.max_batch
+            cost = max(1, int(connector.capabilities.posting_calls))
         except Exception as exc:  # ConfigError from a connector that cannot even be built
             return results + self._fail_all(ready, exc)
+        self._gate = _Gate(self.limiters.for_connection(ready[0].target), ready[0].target, cost, self.policy) \
+            if self.limiters is not None else None
         # Rows to reconcile go one by one (find first); the others in push_many chunks when the
         # connector has a bulk endpoint and there is more than one of them.
         batchable = [j for j in ready if not j.outcome_unknown] if max_batch > 1 else []
@@ -348,13 +365,13 @@ class _Delivery:
         pushed = False
         try:
             if job.outcome_unknown:
-                found = self.policy.call(connector.find, job.key, what=f"find {job.key}")
+                found = self.policy.call(self._gated(connector.find, 1), job.key, what=f"find {job.key}")
                 if found is not None and found.posted:
                     log.info("%s → %s: key %s found posted as %s; not sent again", job.reference, job.target, job.key,
                              found.document_number or found.document_id)
                     return self._sent(job, found, settled_by_find=True, pushed=False)
             pushed = True
-            receipt = self.policy.call(connector.push, job.movement, job.key, what=f"push {job.key}")
+            receipt = self.policy.call(self._gated(connector.push), job.movement, job.key, what=f"push {job.key}")
         except Exception as exc:
             return self._failed(job, exc, pushed=pushed)
         return self._sent(job, receipt, settled_by_find=False, pushed=True)
@@ -368,11 +385,13 @@ class _Delivery:
         while pending:
             try:
                 outcomes: list[Receipt | ConnectorError | BaseException] = list(
-                    connector.push_many([(j.movement, j.key) for j in pending]))  # type: ignore[misc]
+                    self._gated(connector.push_many)([(j.movement, j.key) for j in pending]))  # type: ignore[misc]
                 if len(outcomes) != len(pending):
                     raise RuntimeError(f"push_many answered {len(outcomes)} results for {len(pending)} movements")
             except Exception as exc:
                 outcomes = [exc] * len(pending)
+            if self._gate is not None:  # a per-row RateLimited in a batch answer holds the bucket too
+                self._gate.hold_for([o for o in outcomes if isinstance(o, RateLimited)])
             again: list[tuple[_Job, BaseException]] = []
             for job, outcome in zip(pending, outcomes, strict=True):
                 if isinstance(outcome, Receipt):
@@ -387,6 +406,9 @@ class _Delivery:
             attempt += 1
             pending = [j for j, _ in again]
         return results
+
+    def _gated(self, fn: Callable[..., Any], cost: int | None = None) -> Callable[..., Any]:
+        return fn if self._gate is None else self._gate.wrap(fn, cost)
 
     # -- settling -----------------------------------------------------------------------------
 
@@ -433,7 +455,7 @@ class _Delivery:
         return self._result(job, outcome, error_kind=kind, error=message, pushed=pushed,
                             next_attempt_at=decision.at if outcome in (Outcome.RETRY, Outcome.RECONCILE,
                                                                        Outcome.DEFERRED) else None,
-                            error_id=error_id)
+                            error_id=error_id, retry_after=decision.retry_after)
 
     def _earlier_feeder(self, job: _Job) -> str | None:
         """The reference of an older row for the same target, still pending, sending or
@@ -509,6 +531,51 @@ class _Delivery:
     def _result(self, job: _Job, outcome: Outcome, **fields: Any) -> DeliveryResult:
         return DeliveryResult(outbox_id=job.outbox_id, movement_id=job.movement_id, reference=job.reference,
                               target=job.target, key=job.key, outcome=outcome, attempts=job.attempts, **fields)
+
+
+class _NoSlot(RateLimited):
+    """Our own limiter had no slot within the inline wait: nothing was sent (no hold)."""
+
+
+class _Gate:
+    """One target's rate limiter around the calls of a delivery (see the module doc)."""
+
+    #: Hold when the vendor refuses with 429 but names no Retry-After (seconds).
+    DEFAULT_HOLD = 1.0
+
+    def __init__(self, limiter: RateLimiter, target: str, cost: int, policy: RetryPolicy) -> None:
+        self.limiter = limiter
+        self.target = target
+        self.cost = cost
+        self.policy = policy
+
+    def wrap(self, fn: Callable[..., Any], cost: int | None = None) -> Callable[..., Any]:
+        tokens = self.cost if cost is None else cost
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:  # every attempt takes its tokens, inline retries included
+                self.limiter.acquire(tokens, timeout=self.policy.max_inline_wait)
+            except RateLimitTimeout:
+                wait = self.limiter.peek(tokens)
+                raise _NoSlot(f"{self.target}: no rate-limit slot for {wait:.1f} s; not sent",
+                              retry_after=wait) from None
+            try:
+                return fn(*args, **kwargs)
+            except RateLimited as exc:
+                self.hold_for([exc])
+                raise
+
+        return call
+
+    def hold_for(self, refusals: Sequence[RateLimited]) -> None:
+        """The vendor refused with Retry-After: hold the bucket for every thread and process."""
+        refusals = [r for r in refusals if not isinstance(r, _NoSlot)]
+        if not refusals:
+            return
+        seconds = max(self.DEFAULT_HOLD if r.retry_after is None else max(0.0, float(r.retry_after))
+                      for r in refusals)
+        self.limiter.hold(seconds)
+        log.info("%s: rate limited by the vendor; every sender holds for %.3g s", self.target, seconds)
 
 
 def _stops_target(result: DeliveryResult) -> bool:

@@ -67,6 +67,7 @@ class Decision:
     reason: str
     at: datetime | None = None  # when to try again (RETRY, RECONCILE, DEFER)
     exhausted: bool = False     # DEAD_LETTER because the attempt or age budget ran out
+    retry_after: float | None = None  # the vendor's Retry-After (seconds), when it gave one
 
     @property
     def ambiguous(self) -> bool:
@@ -196,7 +197,8 @@ class RetryPolicy:
         floor = _retry_after(error)
         if floor is not None:
             wait = max(wait, floor)
-        return Decision(Verdict.RETRY, f"{kind}: retry in {wait:.3g} s", at=now + timedelta(seconds=wait))
+        return Decision(Verdict.RETRY, f"{kind}: retry in {wait:.3g} s", at=now + timedelta(seconds=wait),
+                        retry_after=floor)
 
 
 def _retry_after(error: BaseException | None) -> float | None:

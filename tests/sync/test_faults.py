@@ -384,3 +384,52 @@ def pg_store(postgres_url):
 
 def test_kinds_used_here_are_canonical() -> None:
     assert {MovementKind.count_gain, MovementKind.sales_issue} <= set(MovementKind)
+
+
+# -- F2 / P8 with several worker threads ----------------------------------------------------------
+
+
+def test_f2_a_retry_after_holds_every_worker_thread(store, systems, monkeypatch) -> None:
+    from sync.delivery import deliver_due
+    from sync.ratelimit import RateLimiters
+
+    # Given the reference ERP on real time, accepting 5 document POSTs per second (then 429 +
+    # Retry-After), and four worker threads sharing a limiter set far too high (40/s)
+    monkeypatch.setattr(Clock, "__call__", lambda self: time.time())
+    running = systems(ref=REFERENCE)
+    sim = running.sims["ref"]
+    history = History(store, running)
+    history.enqueue(receipts(24), ["ref"])
+    sim.faults.set({"rate_limits": [{"method": "POST", "path": "/api/documents", "limit": 5, "period": 1.0}]})
+    limiters = RateLimiters({"ref": 40.0}, headroom=1.0)
+    policy = fast_policy(max_inline_wait=5)
+    deadline = time.monotonic() + 60
+
+    def worker(n: int) -> None:
+        while time.monotonic() < deadline:
+            deliver_due(store, running.connections, worker_id=f"w{n}", limit=2, policy=policy, limiters=limiters)
+            with store.session() as s:
+                if not s.scalar(select(Outbox.id).where(Outbox.status != OutboxStatus.SENT).limit(1)):
+                    return
+            time.sleep(0.01)
+
+    # When they deliver side by side
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then the vendor did refuse some (our limiter let too much through)...
+    posts = sim.calls.list(method="POST", path="/api/documents")
+    refused = [c for c in posts if c.fault == "rate_limited"]
+    assert refused, "the rate limit never fired"
+    # ...but after a refusal was answered, no thread sent a POST inside its Retry-After window
+    # (a POST already on its way when the 429 came back cannot be recalled: 50 ms grace)
+    for c in refused:
+        early = [p for p in posts if c.finished + 0.05 < p.started < c.started + c.retry_after]
+        assert early == [], f"POST {early[0].seq} came {early[0].started - c.started:.3f} s after a " \
+                            f"Retry-After of {c.retry_after} s (refused call {c.seq})"
+    # And without the hold the refusals cascade; with it they stay a small share
+    assert len(refused) <= len(posts) // 3
+    assert sum(1 for c in posts if c.accepted) == 24
+    history.check().assert_clean()

@@ -116,3 +116,70 @@ def test_redis_bucket_is_shared_and_faithful(redis_url):
     finally:
         client.delete(key)
         client.close()
+
+
+# -- Retry-After holds the bucket -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("burst", [1, 3])
+def test_a_hold_admits_nothing_until_it_ends_then_paces_without_a_burst(burst):
+    # Given a bucket with tokens to spare
+    now = [0.0]
+    bucket = TokenBucket(10, burst=burst, clock=lambda: now[0])
+    assert bucket.try_acquire() == 0.0
+    # When the vendor says Retry-After: 2
+    bucket.hold(2.0)
+    # Then nothing is admitted for 2 s, to anyone, and peeking takes nothing
+    assert bucket.peek() == pytest.approx(2.0)
+    assert bucket.try_acquire() == pytest.approx(2.0)
+    now[0] = 1.5
+    assert bucket.try_acquire() == pytest.approx(0.5)
+    # And when it ends one token goes, the next one interval later (no stored burst released)
+    now[0] = 2.0
+    assert bucket.try_acquire() == 0.0
+    assert bucket.try_acquire() == pytest.approx(0.1)
+    # A shorter hold never shortens a longer one
+    bucket.hold(5.0)
+    bucket.hold(1.0)
+    assert bucket.peek() == pytest.approx(5.0)
+
+
+def test_an_unlimited_connection_still_honours_a_hold():
+    now = [0.0]
+    limiter = Unlimited(clock=lambda: now[0])
+    assert limiter.try_acquire() == 0.0
+    limiter.hold(1.0)
+    assert limiter.try_acquire() == pytest.approx(1.0)
+    now[0] = 1.0
+    assert limiter.try_acquire() == 0.0
+
+
+def test_limiters_keep_a_headroom_under_the_configured_rate():
+    limiters = RateLimiters({"kd": 20.0})
+    assert limiters.for_connection("kd").rate == pytest.approx(19.0)
+    assert RateLimiters({"kd": 20.0}, headroom=1.0).for_connection("kd").rate == 20.0
+    with pytest.raises(ValueError):
+        RateLimiters({}, headroom=0)
+
+
+@pytest.mark.redis
+def test_redis_hold_is_seen_by_every_process(redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    key = f"erphub-test:{uuid.uuid4().hex}:ratelimit:kd"
+    try:
+        # Given two processes' limiters on one key
+        first, second = RedisTokenBucket(client, key, 10), RedisTokenBucket(client, key, 10)
+        assert first.try_acquire() == 0.0
+        # When one of them is told Retry-After: 0.5
+        first.hold(0.5)
+        # Then the other waits it out too, and peeking takes nothing
+        assert 0.3 < second.peek() <= 0.5
+        assert 0.3 < second.try_acquire() <= 0.5
+        time.sleep(0.55)
+        assert second.try_acquire() == 0.0
+        assert first.try_acquire() == pytest.approx(0.1, abs=0.02)  # paced again, no burst
+    finally:
+        client.delete(key, f"{key}:hold")
+        client.close()
