@@ -170,18 +170,18 @@ def resolve_codes(session: Session, connection_id: int, movement: canonical.Move
 def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds: float, now: datetime,
               target_connection_ids: Iterable[int] | None = None) -> Outbox | None:
     """Lease row ``outbox_id`` to ``worker_id`` if ``claim`` would hand it out now (due, not held
-    back by an older row with its ordering key, target allowed); the row, or None."""
+    back by an older row with its ordering key, target allowed); the row, or None.
+
+    One ``UPDATE … WHERE <due> AND <not held back> RETURNING`` (compare-and-set: two workers can
+    never both get the row; on PostgreSQL the second waits for the first and re-checks ``due``
+    on the updated row, which then fails)."""
     begin_write(session)
-    candidate = select(Outbox.id).where(Outbox.id == outbox_id, due(now), not_held_back())
+    where = [Outbox.id == outbox_id, due(now), not_held_back()]
     if target_connection_ids is not None:
-        candidate = candidate.where(Outbox.target_connection_id.in_(list(target_connection_ids)))
-    if session.connection().dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True, of=Outbox)
-    if session.scalar(candidate) is None:
-        return None
-    claimed = session.scalar(
+        where.append(Outbox.target_connection_id.in_(list(target_connection_ids)))
+    return session.scalars(
         update(Outbox)
-        .where(Outbox.id == outbox_id, due(now))
+        .where(*where)
         .values(
             status=OutboxStatus.SENDING,
             lease_owner=worker_id,
@@ -190,13 +190,9 @@ def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds
             outcome_unknown=or_(Outbox.outcome_unknown, Outbox.status.in_((OutboxStatus.AMBIGUOUS, OutboxStatus.SENDING))),
             updated_at=now,
         )
-        .returning(Outbox.id)
-        .execution_options(synchronize_session=False)
-    )
-    if claimed is None:
-        return None
-    return session.scalars(select(Outbox).where(Outbox.id == outbox_id)
-                           .execution_options(populate_existing=True)).one()
+        .returning(Outbox)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
 
 
 def _jobs(session: Session, rows: Sequence[Outbox], connections: Connections) -> list[_Job]:
@@ -249,9 +245,8 @@ def deliver_one(store: Store, connections: Connections, outbox_id: int, *, worke
     None when there was nothing to do (sent already, leased by another worker, not due yet,
     held back by an older row of its ordering key, connection paused)."""
     clock = _clock(now)
-    with store.session() as session:
+    with store.session(write=True) as session:  # one transaction: which targets are active, and the claim
         active = active_targets(session, connections)
-    with store.session(write=True) as session:
         row = claim_one(session, outbox_id, worker_id=worker_id, lease_seconds=policy.lease_seconds, now=clock(),
                         target_connection_ids=list(active))
         jobs = _jobs(session, [row] if row is not None else [], connections)
