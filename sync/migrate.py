@@ -52,7 +52,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import canonical
-from canonical import Item, MovementKind, RecordInvalid, StockBalance, Warehouse
+from canonical import MovementKind, RecordInvalid, StockBalance
 from connectors.base import Connector, Entity, Page, Receipt
 from connectors.errors import Action, Ambiguous, ConfigError, ConnectorError
 from connectors.redaction import redact_text
@@ -76,6 +75,7 @@ from sync.retry import RetryPolicy
 from sync.store import (
     ErrorQueue,
     ErrorStatus,
+    IdMap,
     Movement,
     Outbox,
     OutboxStatus,
@@ -86,7 +86,8 @@ from sync.store import (
     utcnow,
 )
 
-__all__ = ["ENTITIES", "MigrateOptions", "MigrationResult", "PhaseCounts", "Problem", "migrate", "run_reference"]
+__all__ = ["ENTITIES", "MigrateOptions", "MigrationResult", "PhaseCounts", "Problem", "default_report_path", "load_state",
+           "migrate", "run_reference"]
 
 log = logging.getLogger("erphub.sync.migrate")
 
@@ -548,8 +549,6 @@ class _Migration:
 
     def _to_target(self, session: Session, entity: str, canonical_codes: Sequence[str]) -> dict[str, str | None]:
         """canonical → target code for a page (code map: table, then rules, then identity)."""
-        from sync.store import IdMap
-
         found: dict[str, str | None] = {}
         unique = list(dict.fromkeys(canonical_codes))
         for start in range(0, len(unique), 500):
