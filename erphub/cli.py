@@ -169,6 +169,7 @@ def sandbox_up(
 import erphub.commands.push  # noqa: E402,F401 - registers `erphub push`
 import erphub.commands.reconcile  # noqa: E402,F401 - registers `erphub reconcile`
 import erphub.commands.migrate  # noqa: E402,F401 - registers `erphub migrate`
+import erphub.commands.demo  # noqa: E402,F401 - registers `erphub demo`
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -22,8 +22,8 @@ ALLOWED: dict[str, set[str]] = {
     "sandbox": set(),  # the vendors' world shares no code with the clients it tests
     "erphub": {"canonical", "connectors", "sync", "compare"},
 }
-# The one production module that may start the simulators.
-SANDBOX_ALLOWED_IN = {"erphub/cli.py"}
+# The production modules that may start the simulators: the CLI (`erphub sandbox up`) and the demo.
+SANDBOX_ALLOWED_IN = {"erphub/cli.py", "erphub/commands/demo.py"}
 
 
 def _imports(path: Path) -> set[str]:
