@@ -56,6 +56,8 @@ SAP_PASSWORD_ENV = "ERPHUB_DEMO_SAP_B1_PASSWORD"
 DB_NAME = "erphub-demo.db"
 CONFIG_NAME = "erphub-demo.toml"
 SOURCE, TARGET = "kingdee", "sap_b1"
+CONNECTOR_LABELS = {"webapi": "Kingdee WebAPI", "service_layer": "SAP B1 Service Layer",
+                    "di_server": "SAP B1 DI Server"}
 #: The fault injected midway: SAP B1 commits these document POSTs and then loses the answer.
 FAULT_PLAN = {"seed": 7, "drop_after_commit": [{"method": "POST", "path": "/b1s/*", "max_count": 3}]}
 PHASES = (
@@ -461,8 +463,9 @@ def _count_sync(store: Any, connections: Any, business: Any, kd: Admin, sap: Adm
             .join(Outbox, Outbox.movement_id == Movement.id)
             .where(Outbox.target_connection_id == target_id)).all()
         dead_letters = session.scalar(select(ErrorQueue.id).where(ErrorQueue.status == ErrorStatus.OPEN).limit(1))
-    synced = [r for r in rows if r.source_connection_id == source_id]
-    sent = [r for r in synced if r.status == OutboxStatus.SENT]
+    posted = {ref for ref, _ in business.result.posted}
+    sent = [r for r in rows if r.source_connection_id == source_id and r.reference in posted
+            and r.status == OutboxStatus.SENT]
     absorbed = [r for r in rows if r.status == OutboxStatus.SENT and (r.attempts > 1 or r.last_error_kind)]
     # exactly one SAP B1 document per delivered key (migration documents included), one Kingdee
     # document per business key
@@ -470,7 +473,6 @@ def _count_sync(store: Any, connections: Any, business: Any, kd: Admin, sap: Adm
     kd_counts = Counter(len(kd.documents(key)) for _, key in business.result.posted)
     duplicates = sum(n - 1 for n, c in sap_counts.items() if n > 1 for _ in range(c))
     duplicates_kd = sum(n - 1 for n, c in kd_counts.items() if n > 1 for _ in range(c))
-    posted = {ref for ref, _ in business.result.posted}
     delivered = {r.reference for r in sent}
     result.figures.update(
         business_documents=len(business.result.posted), business_refused=len(business.result.failed),
@@ -567,11 +569,12 @@ def _trial(sandbox: DemoSandbox, options: DemoOptions, out_dir: Path, console: C
         info = results["systems"][s.system]
         platform, transport, _ = sandbox.trial[s.system]
         d, m = info["documents"], info["measures"]
-        table.add_row(str(s.rank), s.system, f"{platform} ({transport})", str(d["sent"]), str(d["succeeded"]),
+        label = CONNECTOR_LABELS.get(transport, f"{platform} ({transport})")
+        table.add_row(str(s.rank), s.system, label, str(d["sent"]), str(d["succeeded"]),
                       "—" if m.get("latency_p95_ms") is None else f"{m['latency_p95_ms']:.1f}",
                       "—" if m.get("api_calls_per_document") is None else f"{m['api_calls_per_document']:.2f}",
                       "—" if s.total is None else f"{s.total:.2f}")
-        ranking.append({"rank": s.rank, "system": s.system, "connector": f"{platform} ({transport})",
+        ranking.append({"rank": s.rank, "system": s.system, "connector": label,
                         "total": s.total, "succeeded": d["succeeded"], "sent": d["sent"]})
     console.print(table)
     failures = {name: info["failure"] for name, info in results["systems"].items() if info.get("failure")}
@@ -608,8 +611,8 @@ def index_document(result: DemoResult) -> Any:
     from compare.report import Document, Section, Table as DocTable, Text
 
     f = result.figures
-    ranking = ", ".join(f"{r['rank']}. {r['system']} ({r['connector']})" + (f" {r['total']:.2f}" if r["total"]
-                        is not None else "") for r in f.get("trial_ranking", []))
+    ranking = ", ".join(f"{r['rank']}. {r['connector']}" + (f" {r['total']:.2f}" if r["total"] is not None else "")
+                        for r in f.get("trial_ranking", []))
     headline = [
         ["items migrated", f"{f.get('items_migrated', 0):,}",
          f"{f.get('skus', 0):,} SKUs in sizes and colours, {f.get('lot_managed', 0)} lot-managed fabrics"],

@@ -1,0 +1,103 @@
+"""``erphub demo --quick --skus 200`` end to end: simulators, migration, sync with a fault, reconcile,
+trial, index; the headline figures checked against the demo's own store."""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from erphub.cli import app
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    output = tmp_path_factory.mktemp("demo") / "report"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--skus", "200", "--output", str(output)])
+    return output, result
+
+
+def test_the_quick_demo_passes_every_check_and_says_it_ran_on_simulators(demo_run) -> None:
+    output, result = demo_run
+    # Then it exits 0, prints where the report is, and says every figure comes from simulators
+    assert result.exit_code == 0, result.output
+    assert f"report: {output.resolve() / 'index.html'}" in result.output.replace("\n", "")
+    assert "simulators" in result.output
+    summary = json.loads((output / "demo.json").read_text(encoding="utf-8"))
+    assert summary["ok"] is True
+    assert [c for c in summary["checks"] if not c["passed"]] == []
+    assert "simulators" in summary["note"]
+    # and each phase was timed
+    assert set(summary["timings"]) >= {"simulators", "configuration", "migration", "sync", "reconcile", "trial",
+                                       "total"}
+
+
+def test_the_index_links_every_report_and_each_exists(demo_run) -> None:
+    output, _ = demo_run
+    index = (output / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'<a href="([^"]+)"', index)
+    for expected in ("migration/migration.md", "reconcile/reconcile.html", "trial/report.html"):
+        assert expected in links
+    for link in links:
+        assert (output / link).is_file(), link
+    assert "simulators" in index and 'id="headline"' in index
+    markdown = (output / "index.md").read_text(encoding="utf-8")
+    assert "(reconcile/reconcile.html)" in markdown and "(trial/report.html)" in markdown
+    for name in ("reconcile/reconcile.json", "reconcile/reconcile.md", "trial/report.json", "migration/migration.json"):
+        assert (output / name).is_file(), name
+
+
+def test_the_headline_figures_agree_with_the_store(demo_run) -> None:
+    output, _ = demo_run
+    figures = json.loads((output / "demo.json").read_text(encoding="utf-8"))["figures"]
+    db = sqlite3.connect(output / "erphub-demo.db")
+    try:
+        kd_id, sap_id = (db.execute("select id from connection where name = ?", (n,)).fetchone()[0]
+                         for n in ("kingdee", "sap_b1"))
+        items_in_sap = db.execute("select count(*) from id_map where connection_id = ? and entity = 'items'",
+                                  (sap_id,)).fetchone()[0]
+        synced = db.execute(
+            "select count(*) from outbox o join movement m on m.id = o.movement_id where o.target_connection_id = ? "
+            "and m.source_connection_id = ? and o.status = 'sent' and m.reference not like 'MIG-%'",
+            (sap_id, kd_id)).fetchone()[0]
+        not_sent = db.execute("select count(*) from outbox where status != 'sent'").fetchone()[0]
+        absorbed = db.execute("select count(*) from outbox where status = 'sent' and last_error_kind is not null"
+                              ).fetchone()[0]
+        keys = db.execute("select count(distinct idempotency_key), count(*) from outbox").fetchone()
+    finally:
+        db.close()
+    # Then the 200 SKUs and 4 fabrics were migrated and bound in SAP B1's id map
+    assert figures["items_migrated"] == figures["skus"] == 204 == items_in_sap
+    # every document the business posted was delivered once, nothing is left in the outbox
+    assert figures["movements_synced"] == figures["business_documents"] == synced > 0
+    assert not_sent == 0 and keys[0] == keys[1]
+    assert figures["duplicates"] == 0
+    assert figures["sap_documents_checked"] == synced + figures["opening_documents"]
+    # the injected fault fired and each lost answer was settled by a later delivery
+    assert figures["faults_injected"] >= 1 and figures["faults_absorbed"] == absorbed >= figures["faults_injected"]
+    # zero variance, and every connector in the trial
+    assert figures["match_rate"] == 1.0 and figures["variance_rows"] == 0 and figures["in_flight_rows"] == 0
+    assert {r["system"] for r in figures["trial_ranking"]} == {"kingdee", "sap_b1", "sap_b1_di"}
+
+
+def test_the_reconcile_report_agrees_with_the_headline(demo_run) -> None:
+    output, _ = demo_run
+    figures = json.loads((output / "demo.json").read_text(encoding="utf-8"))["figures"]
+    report = json.loads((output / "reconcile" / "reconcile.json").read_text(encoding="utf-8"))
+    assert report["total_rows"] == figures["reconciled_rows"] > 0
+    assert report["match_rate"] == figures["match_rate"] == 1.0
+    trial = json.loads((output / "trial" / "report.json").read_text(encoding="utf-8"))
+    assert trial["run_id"] == figures["trial_run"]
+    assert set(trial["simulators"]) == {"kingdee", "sap_b1", "sap_b1_di"}
+
+
+def test_a_file_as_output_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "not-a-dir"
+    target.write_text("x", encoding="utf-8")
+    result = CliRunner().invoke(app, ["demo", "--output", str(target)])
+    assert result.exit_code == 2
