@@ -589,7 +589,7 @@ def _trial(sandbox: DemoSandbox, options: DemoOptions, out_dir: Path, console: C
 _INDEX_TEMPLATE = """{% extends "document.html" %}
 {% block content %}
 <section id="reports"><h2>Reports</h2><ul class="notes">
-{% for label, href, note in links %}<li><a href="{{ href }}">{{ label }}</a> — {{ note }}</li>
+{% for label, href, note in links %}<li><a href="{{ href }}">{{ label }}</a>{% if note %} — {{ note }}{% endif %}</li>
 {% endfor %}</ul></section>
 {{ super() }}
 {% endblock %}

@@ -101,3 +101,32 @@ def test_a_file_as_output_is_refused(tmp_path: Path) -> None:
     target.write_text("x", encoding="utf-8")
     result = CliRunner().invoke(app, ["demo", "--output", str(target)])
     assert result.exit_code == 2
+
+
+def test_the_index_opens_in_chromium(demo_run, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.compare.test_report_browser import ARTIFACTS, FLAGS, _Dom, chromium
+
+    browser = chromium()
+    output, _ = demo_run
+    url = (output / "index.html").resolve().as_uri()
+    # When Chromium loads the index and prints the DOM after the load event
+    dumped = subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                             "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(dumped.stdout)
+    # Then the page's self-check ran without errors and the headline and checks tables are there
+    assert dom.status.get("data-ready") == "yes", dom.status
+    assert dom.status.get("data-errors") == "0", dumped.stdout[-2000:]
+    assert {"headline", "checks", "timings"} <= set(dom.tables)
+    # and a screenshot is kept as a test artefact
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "demo-index.png"
+    shot.unlink(missing_ok=True)
+    taken = subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'shot'}", "--window-size=1280,1600",
+                            "--virtual-time-budget=5000", f"--screenshot={shot}", url],
+                           capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
