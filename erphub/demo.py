@@ -191,6 +191,12 @@ class _Phases:
         started = time.perf_counter()
         try:
             yield
+        except (DemoFailed, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # say which phase stopped, and why, without a traceback
+            from connectors.redaction import redact_text
+
+            raise DemoFailed(redact_text(f"phase {number} ({title}) stopped: {type(exc).__name__}: {exc}")) from exc
         finally:
             self.result.timings[key] = time.perf_counter() - started
         self.console.print(f"[green]✓[/] {title} [dim]({self.result.timings[key]:.1f} s)[/]", highlight=False)
@@ -438,8 +444,7 @@ def _sync(store: Any, connections: Any, settings: Any, company: Any, kd: Admin, 
                       "left and deliver until the outbox is empty", highlight=False)
         settled = time.perf_counter()
         try:
-            hub.once(timeout=120)
-            leftover = hub.outstanding([TARGET])
+            leftover = _settle(hub, store, connections, timeout=120.0)
         except TimeoutError as exc:
             leftover = -1
             result.check("sync settled", False, str(exc))
@@ -447,6 +452,28 @@ def _sync(store: Any, connections: Any, settings: Any, company: Any, kd: Admin, 
     dropped = sum(sap.faults_fired().values())  # read before the plan is cleared (clearing resets the counts)
     sap.set_faults({})
     _count_sync(store, connections, business, kd, sap, dropped, leftover, result, console)
+
+
+def _settle(hub: Any, store: Any, connections: Any, *, timeout: float) -> int:
+    """Pull what is left and deliver until no row toward SAP B1 is pending, sending or ambiguous
+    (``Hub.once`` returns when only future retries remain: a lost answer waits for its ``find``).
+    The rows still in flight at ``timeout``."""
+    from sqlalchemy import func, select
+
+    from sync.store import Outbox, OutboxStatus
+
+    deadline = time.monotonic() + timeout
+    hub.once(timeout=timeout)
+    target_id = connections.id(TARGET)
+    while True:
+        with store.session() as session:
+            waiting = int(session.scalar(select(func.count()).select_from(Outbox).where(
+                Outbox.target_connection_id == target_id,
+                Outbox.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.AMBIGUOUS)))) or 0)
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        time.sleep(0.25)
+        hub.drain([TARGET], timeout=max(1.0, deadline - time.monotonic()))
 
 
 def _count_sync(store: Any, connections: Any, business: Any, kd: Admin, sap: Admin, dropped: int, leftover: int,

@@ -9,6 +9,7 @@ check failed or a phase could not go on (the message says which); 2 usage errors
 """
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from pathlib import Path
 from typing import Annotated, Optional
@@ -44,7 +45,7 @@ def demo(
         raise typer.Exit(2)
     options = DemoOptions.quick(output, skus) if quick else DemoOptions(output=output, skus=skus)
     if sync_seconds is not None:
-        options = DemoOptions(**{**options.__dict__, "sync_seconds": sync_seconds})
+        options = dataclasses.replace(options, sync_seconds=sync_seconds)
     names = ["kingdee", "sap_b1", *(simulator for _, simulator, _ in TRIAL_CANDIDATES)]
     served = simulators.serve_all(names)
     try:
