@@ -482,6 +482,12 @@ class SapB1Simulator(DiServerMixin, Simulator):
         order = parse_orderby(args["$orderby"], known) if "$orderby" in args else []
         with self.lock:
             keys = self.company.keys(entity_set)
+            hint = getattr(predicate, "equals", None)
+            es = self.company.entity_set(entity_set)
+            # string keys only: a wrongly typed literal must still reach the predicate and fail
+            if hint is not None and hint[0] == es.key and es.key_type is str:
+                wanted = hint[1]
+                keys = [key for key in keys if key in wanted]
             getters = {key: self.company.getter(entity_set, key) for key in keys}
             if predicate is not None:
                 keys = [key for key in keys if predicate(getters[key])]

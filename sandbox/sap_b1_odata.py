@@ -233,13 +233,25 @@ class _Parser:
         parts = [self.and_expr()]
         while self.keyword("or"):
             parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else (lambda get: any(p(get) for p in parts))
+        if len(parts) == 1:
+            return parts[0]
+        predicate = _hinted(lambda get: any(p(get) for p in parts))
+        hints = [getattr(p, "equals", None) for p in parts]
+        if all(hints) and len({field for field, _ in hints}) == 1:
+            predicate.equals = (hints[0][0], frozenset().union(*(values for _, values in hints)))
+        return predicate
 
     def and_expr(self) -> Predicate:
         parts = [self.unary()]
         while self.keyword("and"):
             parts.append(self.unary())
-        return parts[0] if len(parts) == 1 else (lambda get: all(p(get) for p in parts))
+        if len(parts) == 1:
+            return parts[0]
+        predicate = _hinted(lambda get: all(p(get) for p in parts))
+        hint = next((p.equals for p in parts if getattr(p, "equals", None)), None)
+        if hint is not None:  # a conjunction matches no more than any of its parts
+            predicate.equals = hint
+        return predicate
 
     def unary(self) -> Predicate:
         if self.keyword("not"):
@@ -336,6 +348,7 @@ class _Parser:
         coerce = _coercer(field_name, literal, fold)
         cache: dict[str, Any] = {}
 
+        @_hinted
         def predicate(get: Getter) -> bool:
             value = get(field_name)
             if value is None:
@@ -346,7 +359,17 @@ class _Parser:
             if field_name in TIME_FIELDS and isinstance(value, str):
                 return test(_parse_time(value), cache[kind])
             return test(_plain(value, fold), cache[kind])
+        if op == "eq" and not fold and literal.kind == "STRING":
+            predicate.equals = (field_name, frozenset({literal.value}))
         return predicate
+
+
+def _hinted(fn: Callable[[Getter], bool]) -> Any:
+    """A predicate that may carry ``equals = (field, values)``: every record it matches has
+    ``field`` in ``values``. The query uses it to skip records by key (an ``ItemCode eq 'A' or
+    ItemCode eq 'B'`` lookup must not scan 20,000 items); the predicate still decides."""
+    fn.equals = None  # type: ignore[attr-defined]
+    return fn
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {

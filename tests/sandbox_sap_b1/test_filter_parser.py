@@ -60,3 +60,18 @@ def test_a_property_checker_refuses_unknown_names():
 def test_malformed_filters_raise_query_error(text):
     with pytest.raises(QueryError):
         parse_filter(text, "v2")
+
+
+@pytest.mark.parametrize(("text", "equals"), [
+    ("ItemCode eq 'A'", ("ItemCode", {"A"})),
+    ("ItemCode eq 'A' or ItemCode eq 'B'", ("ItemCode", {"A", "B"})),
+    ("(ItemCode eq 'A' or ItemCode eq 'B') and ItemName eq 'x'", ("ItemCode", {"A", "B"})),
+    ("ItemCode eq 'A' or ItemName eq 'B'", None),   # two fields: no key shortcut
+    ("not ItemCode eq 'A'", None),
+    ("ItemCode ne 'A'", None),
+    ("ItemCode eq 1", None),                        # a number against a string key must still fail later
+])
+def test_key_equality_hints_never_claim_more_than_the_filter(text, equals):
+    # The query skips records outside the hint, so the hint must hold for every match
+    hint = getattr(parse_filter(text, "v2"), "equals", None)
+    assert (None if hint is None else (hint[0], set(hint[1]))) == equals
