@@ -17,12 +17,6 @@ app = typer.Typer(help="erphub: inventory integration hub for Kingdee, Yonyou U8
                   no_args_is_help=True, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(help="Run the vendor API simulators on loopback.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
-app.add_typer(__import__("erphub.commands.sync", fromlist=["sync_app"]).sync_app, name="sync")
-app.command("worker")(__import__("erphub.commands.sync", fromlist=["worker"]).worker)
-app.add_typer(__import__("erphub.commands.codemap", fromlist=["app"]).app, name="codemap")
-app.add_typer(__import__("erphub.commands.errors", fromlist=["app"]).app, name="errors")
-app.add_typer(__import__("erphub.commands.trial", fromlist=["app"]).app, name="trial")
-app.command("status")(__import__("erphub.commands.status", fromlist=["status"]).status)
 
 out = Console()
 err = Console(stderr=True)
@@ -166,10 +160,19 @@ def sandbox_up(
         simulators.stop_all(served)
 
 
-import erphub.commands.push  # noqa: E402,F401 - registers `erphub push`
-import erphub.commands.reconcile  # noqa: E402,F401 - registers `erphub reconcile`
-import erphub.commands.migrate  # noqa: E402,F401 - registers `erphub migrate`
-import erphub.commands.demo  # noqa: E402,F401 - registers `erphub demo`
+# Sub-commands live in erphub/commands/, one module each. They are imported here, after `app`
+# and the helpers they use exist; some register themselves on `app`, others bring a Typer.
+from erphub.commands import codemap, errors, status, sync, trial  # noqa: E402
+from erphub.commands import demo, migrate, push, reconcile  # noqa: E402,F401 - register themselves
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
+app.add_typer(sync.sync_app, name="sync")
+app.command("worker")(sync.worker)
+app.add_typer(codemap.app, name="codemap")
+app.add_typer(errors.app, name="errors")
+app.add_typer(trial.app, name="trial")
+app.command("status")(status.status)
+
+if __name__ == "__main__":  # pragma: no cover - `python -m erphub` is the supported spelling
+    from erphub.cli import app as registered  # the commands registered on the importable module
+
+    registered()

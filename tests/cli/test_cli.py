@@ -165,3 +165,17 @@ def test_sandbox_up_serves_registered_simulators_and_stops(runner: CliRunner) ->
 def test_sandbox_up_refuses_non_loopback(runner: CliRunner) -> None:
     result = runner.invoke(app, ["sandbox", "up", "--host", "0.0.0.0", "--seconds", "0"])
     assert result.exit_code == 2
+
+
+def test_python_dash_m_erphub_has_every_command():
+    import subprocess
+    import sys
+
+    # `python -m` runs the CLI module as __main__; commands that register themselves on
+    # erphub.cli must still be there
+    for module in ("erphub", "erphub.cli"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                                timeout=60, env={"COLUMNS": "200", "PATH": ""})
+        assert result.returncode == 0, result.stderr
+        for command in ("migrate", "push", "reconcile", "demo", "sync", "errors", "trial", "status"):
+            assert command in result.stdout, (module, command)
