@@ -234,6 +234,26 @@ def to_external(session: Session, connection_id: int, entity: Any, canonical_cod
     return apply_rules(chain, canonical_code) if chain else canonical_code
 
 
+def to_externals(session: Session, connection_id: int, entity: Any, canonical_codes: Iterable[str], *,
+                 rules: CodeMapRules | None = None) -> dict[str, str | None]:
+    """:func:`to_external` for many codes at once, with one query per 500 codes (a delivery
+    resolves a whole claimed batch with one query per entity)."""
+    entity = entity_name(entity)
+    codes = list(dict.fromkeys(canonical_codes))
+    out: dict[str, str | None] = {}
+    for start in range(0, len(codes), 500):
+        chunk = codes[start:start + 500]
+        for row in session.execute(select(IdMap.canonical_id, IdMap.external_code, IdMap.external_id).where(
+                IdMap.connection_id == connection_id, IdMap.entity == entity, IdMap.canonical_id.in_(chunk))):
+            out.setdefault(row.canonical_id, row.external_code or row.external_id)
+    missing = [code for code in codes if code not in out]
+    if missing:
+        chain = _rules(session, connection_id, entity, rules)
+        for code in missing:
+            out[code] = apply_rules(chain, code) if chain else code
+    return out
+
+
 def to_canonical(session: Session, connection_id: int, entity: Any, external_code: str, *,
                  rules: CodeMapRules | None = None) -> str | None:
     """The canonical code for ``external_code`` of ``connection_id``: table, then rules, then

@@ -128,22 +128,57 @@ def to_external(session: Session, connection_id: int, entity: str, canonical_cod
     return codemap.to_external(session, connection_id, entity, canonical_code)
 
 
-def resolve_codes(session: Session, connection_id: int, movement: canonical.Movement, *, target: str = "") -> (
-        canonical.Movement):
+def to_externals(session: Session, connection_id: int, entity: str, canonical_codes: Iterable[str]) -> (
+        dict[str, str | None]):
+    """:func:`to_external` for many codes in one query per 500 (:func:`sync.codemap.to_externals`);
+    a code maps to None when it has no mapping."""
+    return codemap.to_externals(session, connection_id, entity, canonical_codes)
+
+
+_CODE_ENTITIES = (Entity.ITEMS, Entity.WAREHOUSES, Entity.PARTNERS)
+
+
+def lookup_codes(session: Session, connection_id: int, movements: Iterable[canonical.Movement]) -> (
+        dict[tuple[str, str], str | None]):
+    """The target's codes for every sku, warehouse and partner of ``movements``, keyed by
+    ``(entity, canonical code)``: one query per entity for the lot (not one per line and code)."""
+    wanted: dict[Entity, dict[str, None]] = {entity: {} for entity in _CODE_ENTITIES}
+    for movement in movements:
+        for line in movement.lines:
+            wanted[Entity.ITEMS][line.sku] = None
+            if line.from_warehouse is not None:
+                wanted[Entity.WAREHOUSES][line.from_warehouse] = None
+            if line.to_warehouse is not None:
+                wanted[Entity.WAREHOUSES][line.to_warehouse] = None
+        if movement.counterparty is not None and movement.counterparty.code is not None:
+            wanted[Entity.PARTNERS][movement.counterparty.code] = None
+    known: dict[tuple[str, str], str | None] = {}
+    for entity, codes in wanted.items():
+        if codes:
+            for code, mapped in to_externals(session, connection_id, entity.value, codes).items():
+                known[(entity.value, code)] = mapped
+    return known
+
+
+def resolve_codes(session: Session, connection_id: int, movement: canonical.Movement, *, target: str = "",
+                  known: dict[tuple[str, str], str | None] | None = None) -> canonical.Movement:
     """``movement`` with sku, warehouses and partner in the target's codes; a missing mapping
-    raises ``DependencyMissing`` naming what is missing."""
+    raises ``DependencyMissing`` naming what is missing. ``known`` is what :func:`lookup_codes`
+    found for a batch that includes this movement (looked up here when not given)."""
+    if known is None:
+        known = lookup_codes(session, connection_id, [movement])
     missing: list[str] = []
-    cache: dict[tuple[str, str], str | None] = {}
 
     def code(entity: Entity, value: str | None) -> str | None:
         if value is None:
             return None
         key = (entity.value, value)
-        if key not in cache:
-            cache[key] = to_external(session, connection_id, entity.value, value)
-            if cache[key] is None:
-                missing.append(f"{entity.value[:-1]} {value!r}")
-        return cache[key] or value
+        if key not in known:  # not in the batch looked up: look it up on its own
+            known[key] = to_externals(session, connection_id, entity.value, [value]).get(value)
+        mapped = known[key]
+        if mapped is None:
+            missing.append(f"{entity.value[:-1]} {value!r}")
+        return mapped or value
 
     lines = []
     for line in movement.lines:
@@ -317,9 +352,23 @@ class _Delivery:
         results: list[DeliveryResult] = []
         ready: list[_Job] = []
         with self.store.session() as session:
+            parsed: list[tuple[_Job, canonical.Movement | BaseException]] = []
             for job in jobs:
                 try:
-                    job.movement = resolve_codes(session, job.target_id, movement_of(job.payload), target=job.target)
+                    parsed.append((job, movement_of(job.payload)))
+                except Exception as exc:  # a payload that no longer validates
+                    parsed.append((job, exc))
+            try:  # every code of the claimed rows in one query per entity
+                known: dict[tuple[str, str], str | None] | None = lookup_codes(
+                    session, jobs[0].target_id, [m for _, m in parsed if isinstance(m, canonical.Movement)])
+            except Exception:  # looked up row by row below, so each row fails (or not) on its own
+                known = None
+            for job, movement in parsed:
+                try:
+                    if not isinstance(movement, canonical.Movement):
+                        raise movement
+                    job.movement = resolve_codes(session, job.target_id, movement, target=job.target,
+                                                 known=known)
                     ready.append(job)
                 except Exception as exc:  # DependencyMissing, or a payload that no longer validates
                     results.append(self._failed(job, exc, pushed=False))
@@ -585,4 +634,5 @@ def _hold_until(result: DeliveryResult) -> datetime | None:
 
 
 __all__ = ["DeliveryResult", "Outcome", "active_targets", "claim_one", "deliver_due", "deliver_one",
-           "pause_connection", "resolve_codes", "resume_connection", "sweep", "to_external"]
+           "lookup_codes", "pause_connection", "resolve_codes", "resume_connection", "sweep", "to_external",
+           "to_externals"]

@@ -109,8 +109,9 @@ def test_missing_code_defers_until_it_is_mapped(store, systems, monkeypatch) -> 
     running = systems(ref=REFERENCE)
     history = History(store, running)
     mapped: dict[str, str] = {}
-    monkeypatch.setattr(delivery, "to_external",
-                        lambda s, cid, entity, code: None if code == "SH-001" and not mapped else code)
+    monkeypatch.setattr(delivery, "to_externals",
+                        lambda s, cid, entity, codes: {code: None if code == "SH-001" and not mapped else code
+                                                       for code in codes})
     history.enqueue([movement("purchase_receipt", lines=[("SH-001", "3")])], ["ref"])
     # When delivered, the row is deferred (nothing sent) and says what is missing
     [result] = deliver_due(store, running.connections, worker_id="w1", policy=fast_policy())
@@ -158,3 +159,29 @@ def test_a_worker_dies_mid_delivery_and_the_sweeper_settles_it_with_find(store, 
     assert result.outcome is Outcome.SENT and result.settled_by_find and not result.pushed
     assert len(running.sims["kd"].documents_for(key)) == 1
     history.check().assert_clean()
+
+
+def test_codes_of_a_claimed_batch_are_looked_up_once_per_entity(store, systems) -> None:
+    # Given a mapped warehouse and ten movements of several lines each
+    from sqlalchemy import event
+
+    running = systems(ref=REFERENCE)
+    conn = running.connections.id("ref")
+    with store.session() as s:
+        s.add(IdMap(connection_id=conn, entity="warehouses", canonical_id="WH02", external_id="WH01",
+                    external_code="WH01"))
+    moves = [movement("purchase_receipt", lines=[("TS-001", "1"), ("TS-002", "2"), ("SH-001", "3")], dest="WH02")
+             for _ in range(10)]
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    with store.session() as s:
+        event.listen(store.engine, "before_cursor_execute", listener)
+        try:
+            known = delivery.lookup_codes(s, conn, moves)
+            resolved = [delivery.resolve_codes(s, conn, m, target="ref", known=known) for m in moves]
+        finally:
+            event.remove(store.engine, "before_cursor_execute", listener)
+    # Then one query per entity named (items, warehouses, partners), not one per line and code
+    assert len([q for q in statements if "id_map" in q]) <= 3
+    assert all(line.to_warehouse == "WH01" for m in resolved for line in m.lines)
+    assert [line.sku for line in resolved[0].lines] == ["TS-001", "TS-002", "SH-001"]
