@@ -39,6 +39,15 @@ from sync.store import BalanceSnapshot, Movement, Outbox, OutboxStatus, RunStatu
 
 log = logging.getLogger("erphub.sync.runner")
 
+_held_back_rule: list[Any] = []
+
+
+def _not_held_back() -> Any:
+    """``not_held_back()``, built once (it takes no parameters)."""
+    if not _held_back_rule:
+        _held_back_rule.append(not_held_back())
+    return _held_back_rule[0]
+
 __all__ = ["FlowSummary", "Hub", "serve_worker"]
 
 
@@ -148,9 +157,13 @@ class Hub:
             if time.monotonic() - last_sweep >= 1.0:  # a dead worker's leases come back
                 last_sweep = time.monotonic()
                 self.runtime.sweep()
-            self.actors.relay_engine.tick(targets)
+            relay = self.actors.relay_engine
+            relay.tick(targets)
             for name in list(pending):
                 flow = next(f for f in self.flows if f.name == name)
+                # a flow with a single target whose due rows the relay just saw is not done
+                if relay.last_due and len(pending) == 1 and len(targets) == len(self._targets(flow)):
+                    continue
                 if not self.outstanding(self._targets(flow)):
                     pending.discard(name)
                     clock[name] += time.monotonic() - drain_started
@@ -178,8 +191,10 @@ class Hub:
             if time.monotonic() - last_sweep >= sweep_every:  # a dead worker's leases come back
                 last_sweep = time.monotonic()
                 self.runtime.sweep()
-            self.actors.relay_engine.tick(names)
-            if not self.outstanding(names):
+            relay = self.actors.relay_engine
+            relay.tick(names)
+            # Due rows the relay just found are outstanding: no need to count them again.
+            if not relay.last_due and not self.outstanding(names):
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"deliveries to {', '.join(names)} still outstanding after {timeout:g}s")
@@ -198,7 +213,7 @@ class Hub:
             return int(session.scalar(
                 select(func.count()).select_from(Outbox).where(
                     Outbox.target_connection_id.in_(ids),
-                    or_(and_(due(now), not_held_back()),
+                    or_(and_(due(now), _not_held_back()),
                         and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_expires_at > now)))
             ) or 0)
 
