@@ -40,6 +40,7 @@ lease changes nothing and reports ``lost_lease``. All times are aware UTC.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,6 +64,11 @@ from sync.store import outbox as ob
 from sync.store.outbox import due, not_held_back  # the claim rules, shared with claim_one
 
 log = logging.getLogger("erphub.sync.delivery")
+
+#: Receipts of rows pushed one by one are recorded in one transaction per this many rows, or
+#: per this many seconds, whichever comes first (and always before a failure is settled).
+SETTLE_ROWS = 50
+SETTLE_SECONDS = 1.0
 
 #: How many older in-flight rows of a target a refused row looks through for a feeder.
 FEEDER_SCAN = 500
@@ -347,6 +353,7 @@ class _Delivery:
         self.clock = clock
         self.limiters = limiters
         self._gate: _Gate | None = None
+        self._pushed: set[int] = set()  # outbox ids push was called for in this run
 
     def run(self, jobs: list[_Job]) -> list[DeliveryResult]:
         results: dict[int, DeliveryResult] = {}
@@ -400,11 +407,28 @@ class _Delivery:
             batchable = []
         in_batch = {j.outbox_id for j in batchable}
         single = [j for j in ready if j.outbox_id not in in_batch]
+        # Receipts of rows sent one by one are recorded together (one transaction for up to
+        # SETTLE_ROWS rows or SETTLE_SECONDS), not one commit each; always before a failure is
+        # settled, so a refused row never sees an earlier delivered row as still in flight.
+        unsettled: list[tuple[_Job, Receipt, bool, bool]] = []
+        since = 0.0
         for index, job in enumerate(single):
-            result = self._deliver_single(connector, job)
+            outcome = self._push_single(connector, job)
+            if not isinstance(outcome, BaseException):
+                if not unsettled:
+                    since = time.monotonic()
+                unsettled.append((job, *outcome))
+                if len(unsettled) >= SETTLE_ROWS or time.monotonic() - since >= SETTLE_SECONDS:
+                    results.extend(self._sent_many(unsettled))
+                    unsettled = []
+                continue
+            results.extend(self._sent_many(unsettled))
+            unsettled = []
+            result = self._failed(job, outcome, pushed=job.outbox_id in self._pushed)
             results.append(result)
             if _stops_target(result):
                 return results + self._release_all(single[index + 1:] + batchable, until=_hold_until(result))
+        results.extend(self._sent_many(unsettled))
         for start in range(0, len(batchable), max_batch):
             chunk_results = self._deliver_batch(connector, batchable[start:start + max_batch])
             results.extend(chunk_results)
@@ -415,21 +439,23 @@ class _Delivery:
 
     # -- one row ------------------------------------------------------------------------------
 
-    def _deliver_single(self, connector: Connector, job: _Job) -> DeliveryResult:
+    def _push_single(self, connector: Connector, job: _Job) -> tuple[Receipt, bool, bool] | Exception:
+        """find (when the outcome is unknown) and push one row, recording nothing: the receipt
+        with ``(settled_by_find, pushed)``, or the error (the row is in ``self._pushed`` if
+        push was called)."""
         assert job.movement is not None
-        pushed = False
         try:
             if job.outcome_unknown:
                 found = self.policy.call(self._gated(connector.find, 1), job.key, what=f"find {job.key}")
                 if found is not None and found.posted:
                     log.info("%s → %s: key %s found posted as %s; not sent again", job.reference, job.target, job.key,
                              found.document_number or found.document_id)
-                    return self._sent(job, found, settled_by_find=True, pushed=False)
-            pushed = True
+                    return found, True, False
+            self._pushed.add(job.outbox_id)
             receipt = self.policy.call(self._gated(connector.push), job.movement, job.key, what=f"push {job.key}")
         except Exception as exc:
-            return self._failed(job, exc, pushed=pushed)
-        return self._sent(job, receipt, settled_by_find=False, pushed=True)
+            return exc
+        return receipt, False, True
 
     # -- several rows through push_many --------------------------------------------------------
 
@@ -448,10 +474,13 @@ class _Delivery:
             if self._gate is not None:  # a per-row RateLimited in a batch answer holds the bucket too
                 self._gate.hold_for([o for o in outcomes if isinstance(o, RateLimited)])
             again: list[tuple[_Job, BaseException]] = []
+            # the chunk's receipts in one transaction, before any of its failures is settled
+            results.extend(self._sent_many([(job, outcome, False, True) for job, outcome in zip(pending, outcomes)
+                                            if isinstance(outcome, Receipt)]))
             for job, outcome in zip(pending, outcomes, strict=True):
                 if isinstance(outcome, Receipt):
-                    results.append(self._sent(job, outcome, settled_by_find=False, pushed=True))
-                elif attempt < self.policy.inline_attempts and self.policy.retries_inline(outcome):
+                    continue
+                if attempt < self.policy.inline_attempts and self.policy.retries_inline(outcome):
                     again.append((job, outcome))
                 else:
                     results.append(self._failed(job, outcome, pushed=True))
@@ -467,19 +496,30 @@ class _Delivery:
 
     # -- settling -----------------------------------------------------------------------------
 
-    def _sent(self, job: _Job, receipt: Receipt, *, settled_by_find: bool, pushed: bool) -> DeliveryResult:
+    def _sent_many(self, sent: Sequence[tuple[_Job, Receipt, bool, bool]]) -> list[DeliveryResult]:
+        """Record receipts ``(job, receipt, settled_by_find, pushed)`` in one transaction; each
+        row is still its own compare-and-set on its lease."""
+        if not sent:
+            return []
         now = self.clock()
+        oks = []
         with self.store.session(write=True) as session:
-            ok = ob.mark_sent(session, job.outbox_id, worker_id=self.worker_id, now=now,
-                              receipt_document_id=receipt.document_id,
-                              receipt_document_number=receipt.document_number)
-            if ok and job.had_errors:
-                errorqueue.resolve_delivered(session, job.outbox_id, now=now)
-        if not ok:
-            log.warning("%s → %s: delivered as %s but the lease was lost; the next claimer will find it",
-                        job.reference, job.target, receipt.document_number or receipt.document_id)
-        return self._result(job, Outcome.SENT if ok else Outcome.LOST_LEASE, document_id=receipt.document_id,
-                            document_number=receipt.document_number, settled_by_find=settled_by_find, pushed=pushed)
+            for job, receipt, _, _ in sent:
+                ok = ob.mark_sent(session, job.outbox_id, worker_id=self.worker_id, now=now,
+                                  receipt_document_id=receipt.document_id,
+                                  receipt_document_number=receipt.document_number)
+                if ok and job.had_errors:
+                    errorqueue.resolve_delivered(session, job.outbox_id, now=now)
+                oks.append(ok)
+        results = []
+        for ok, (job, receipt, settled_by_find, pushed) in zip(oks, sent, strict=True):
+            if not ok:
+                log.warning("%s → %s: delivered as %s but the lease was lost; the next claimer will find it",
+                            job.reference, job.target, receipt.document_number or receipt.document_id)
+            results.append(self._result(job, Outcome.SENT if ok else Outcome.LOST_LEASE,
+                                        document_id=receipt.document_id, document_number=receipt.document_number,
+                                        settled_by_find=settled_by_find, pushed=pushed))
+        return results
 
     def _failed(self, job: _Job, error: BaseException, *, pushed: bool) -> DeliveryResult:
         if not isinstance(error, ConnectorError):

@@ -185,3 +185,26 @@ def test_codes_of_a_claimed_batch_are_looked_up_once_per_entity(store, systems) 
     assert len([q for q in statements if "id_map" in q]) <= 3
     assert all(line.to_warehouse == "WH01" for m in resolved for line in m.lines)
     assert [line.sku for line in resolved[0].lines] == ["TS-001", "TS-002", "SH-001"]
+
+
+def test_receipts_of_a_claimed_batch_are_recorded_in_one_transaction(store, systems) -> None:
+    # Given five due rows for the reference ERP
+    from sqlalchemy import event
+
+    running = systems(ref=REFERENCE)
+    history = History(store, running)
+    history.enqueue([movement("purchase_receipt", lines=[(sku, "1")])
+                     for sku in ("TS-001", "TS-002", "SH-001", "RICE-5", "SOCK-3")], ["ref"])
+    commits: list[int] = []
+    listener = lambda *args: commits.append(1)  # noqa: E731
+    event.listen(store.engine, "commit", listener)
+    try:
+        results = deliver_due(store, running.connections, worker_id="w1", policy=fast_policy())
+    finally:
+        event.remove(store.engine, "commit", listener)
+    # Then all are sent, each with its receipt, and the receipts took one commit, not five
+    assert [r.outcome for r in results] == [Outcome.SENT] * 5 and all(r.document_number for r in results)
+    assert len(commits) <= 5  # read sessions, the claim, the receipts; one commit per receipt made it 9
+    with store.session() as s:
+        assert {r.status for r in s.scalars(select(Outbox))} == {OutboxStatus.SENT}
+    history.check().assert_clean()
