@@ -106,7 +106,7 @@ class DemoSandbox:
 class DemoOptions:
     output: Path = Path("erphub-report")
     skus: int = 2000
-    sync_seconds: float = 50.0
+    sync_seconds: float = 100.0  # "a few minutes" of sync, while the whole demo stays under 3 minutes
     documents_per_second: float = 3.0
     trial_documents: int = 36
     fault_at: float = 0.4  # share of the sync phase after which the fault is injected

@@ -31,7 +31,7 @@ def demo(
     skus: Annotated[int, typer.Option("--skus", min=20, max=20_000, help="Finished-goods SKUs of the apparel "
                                                                           "company.")] = 2000,
     sync_seconds: Annotated[Optional[float], typer.Option("--sync-seconds", min=2, help="How long the continuous "
-                                                          "sync runs (default 50, or 10 with --quick).")] = None,
+                                                          "sync runs (default 100, or 10 with --quick).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A short sync and a small trial (for tests).")] = False,
 ) -> None:
     """Run the hub end to end against simulators: migrate, sync with a fault, reconcile, trial, report."""
