@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from sandbox.sap_b1 import SapB1Simulator
 from sandbox.server import SimulatorServer
-from tests.sandbox_sap_b1.conftest import WORLD, Clock
+# The same seeded simulator as the Service Layer tests: the DI Server shares its company.
+from tests.sandbox_sap_b1.conftest import clock, server, sim  # noqa: F401 - fixtures
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 DIS = "http://www.sap.com/SBO/DIS"
@@ -21,24 +21,6 @@ LOGIN = ("<dis:Login xmlns:dis=\"http://www.sap.com/SBO/DIS\"><DatabaseServer>sq
 def envelope(body: str, session: str | None = None, ns: str = SOAP11) -> str:
     header = f"<env:Header><SessionID>{session}</SessionID></env:Header>" if session else ""
     return f'<?xml version="1.0" encoding="utf-8"?><env:Envelope xmlns:env="{ns}">{header}<env:Body>{body}</env:Body></env:Envelope>'
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sim(clock: Clock) -> SapB1Simulator:
-    simulator = SapB1Simulator(clock=clock, sleep=lambda seconds: None)
-    simulator.seed({"world": WORLD})
-    return simulator
-
-
-@pytest.fixture
-def server(sim: SapB1Simulator) -> Iterator[SimulatorServer]:
-    with sim.serve() as running:
-        yield running
 
 
 @pytest.fixture
