@@ -7,7 +7,6 @@ Transient / Ambiguous / ContractViolation, never a silent success.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 
@@ -16,36 +15,10 @@ import pytest
 from canonical import Movement, MovementKind, MovementLine, Partner
 from connectors.base import Entity
 from connectors.errors import Action, Ambiguous, ConfigError, ContractViolation, Rejected, Transient
-from connectors.kingdee import KingdeeConnector, KingdeeSettings
 from sandbox.faults import ErrorFault, FaultPlan
-from sandbox.kingdee import KingdeeSimulator
-from sandbox.kingdee_auth import DEFAULT_ACCT_ID, DEFAULT_APP_ID, DEFAULT_APP_SECRET, DEFAULT_USER
-from tests.sandbox_kingdee.conftest import WORLD
+from tests.connectors_kingdee.live import connect, kd, sim, url  # noqa: F401 - fixtures
 
 
-@pytest.fixture
-def sim() -> KingdeeSimulator:
-    simulator = KingdeeSimulator()
-    simulator.seed_world(WORLD)
-    return simulator
-
-
-@pytest.fixture
-def url(sim) -> Iterator[str]:
-    with sim.serve() as server:
-        yield f"{server.url}/k3cloud/"
-
-
-def connect(url: str, **overrides) -> KingdeeConnector:
-    return KingdeeConnector(KingdeeSettings(url=url, acct_id=DEFAULT_ACCT_ID, username=DEFAULT_USER,
-                                            app_id=DEFAULT_APP_ID, app_secret=DEFAULT_APP_SECRET, **overrides))
-
-
-@pytest.fixture
-def kd(url) -> Iterator[KingdeeConnector]:
-    connector = connect(url)
-    yield connector
-    connector.close()
 
 
 def receipt(reference: str = "R-1", *, sku: str = "MAT001", warehouse: str = "CK001", qty: str = "3",

@@ -7,7 +7,6 @@ can reference it at once.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 
@@ -16,38 +15,13 @@ import pytest
 from canonical import Item, Movement, MovementKind, MovementLine, Partner, Warehouse
 from connectors.base import Entity, Receipt
 from connectors.errors import Action, Ambiguous, ConfigError, Rejected
-from connectors.kingdee import KingdeeConnector, KingdeeSettings
 from sandbox.faults import DropAfterCommit, ErrorFault, FaultPlan
-from sandbox.kingdee import KingdeeSimulator, _problem
-from sandbox.kingdee_auth import DEFAULT_ACCT_ID, DEFAULT_APP_ID, DEFAULT_APP_SECRET, DEFAULT_USER
-from tests.sandbox_kingdee.conftest import WORLD
+from sandbox.kingdee import _problem
+from tests.connectors_kingdee.live import connect, kd, sim, url  # noqa: F401 - fixtures
 
 WRITES = ("BatchSave", "Save", "Submit", "Audit", "UnAudit", "CancelAssign", "ExecuteOperation", "Delete")
 
 
-@pytest.fixture
-def sim() -> KingdeeSimulator:
-    simulator = KingdeeSimulator()
-    simulator.seed_world(WORLD)
-    return simulator
-
-
-@pytest.fixture
-def url(sim) -> Iterator[str]:
-    with sim.serve() as server:
-        yield f"{server.url}/k3cloud/"
-
-
-def connect(url: str, **overrides) -> KingdeeConnector:
-    return KingdeeConnector(KingdeeSettings(url=url, acct_id=DEFAULT_ACCT_ID, username=DEFAULT_USER,
-                                            app_id=DEFAULT_APP_ID, app_secret=DEFAULT_APP_SECRET, **overrides))
-
-
-@pytest.fixture
-def kd(url) -> Iterator[KingdeeConnector]:
-    connector = connect(url)
-    yield connector
-    connector.close()
 
 
 def ops(sim) -> list[str]:
