@@ -39,7 +39,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 
 import requests

@@ -579,8 +579,8 @@ class _SecretResolver:
                 return self._from_env(raw["env"], path)
             if set(raw) == {"file"} and isinstance(raw["file"], str) and raw["file"]:
                 return self._from_file(raw["file"], path)
-            self.problems.add(path, f"a secret reference is {{ env = \"NAME\" }} or {{ file = \"PATH\" }}, "
-                                    f"with exactly one of the two")
+            self.problems.add(path, "a secret reference is { env = \"NAME\" } or { file = \"PATH\" }, "
+                                    "with exactly one of the two")
             return _UNRESOLVED
         if isinstance(raw, str | int | float):
             register_secret(str(raw))  # a literal in the file: keep it out of everything printed later

@@ -119,7 +119,7 @@ def test_duplicate_content_ids_and_gets_inside_changesets_fail(connect):
 
 def test_malformed_bodies_are_refused(connect, dialect):
     http, root = connect(dialect)
-    bare_lf = f"--batch_1\nContent-Type: application/http\n\nGET Items HTTP/1.1\n\n\n--batch_1--\n"
+    bare_lf = "--batch_1\nContent-Type: application/http\n\nGET Items HTTP/1.1\n\n\n--batch_1--\n"
     for body in (bare_lf, "--batch_1\r\nContent-Type: application/http\r\n\r\nGET Items HTTP/1.1\r\n\r\n"):
         answer = http.post(f"{root}/$batch", data=body, timeout=5,
                            headers={"Content-Type": "multipart/mixed;boundary=batch_1"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from sync.broker import BrokerConfig
