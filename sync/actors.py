@@ -81,15 +81,6 @@ FOLLOW_ON = 16
 FOLLOW_ON_SECONDS = 2.0
 
 
-_held_back_rule: list[Any] = []
-
-
-def _not_held_back() -> Any:
-    """``not_held_back()``, built once (it takes no parameters; building it per tick cost more
-    than the query)."""
-    if not _held_back_rule:
-        _held_back_rule.append(not_held_back())
-    return _held_back_rule[0]
 
 
 def push_queue(platform: str, prefix: str = "") -> str:
@@ -367,7 +358,7 @@ class Relay:
         now = now or utcnow()
         query = (
             select(Outbox.id, Outbox.target_connection_id, Outbox.status, Outbox.attempts, Outbox.next_attempt_at)
-            .where(due(now), _not_held_back())  # the claim's own rules: what a claim could take now
+            .where(due(now), not_held_back())  # the claim's own rules: what a claim could take now
             .order_by(Outbox.id)
             .limit(self.batch)
         )

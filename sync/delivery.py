@@ -208,15 +208,6 @@ def resolve_codes(session: Session, connection_id: int, movement: canonical.Move
 # -- claiming -----------------------------------------------------------------------------------
 
 
-_held_back_rule: list[Any] = []
-
-
-def _not_held_back() -> Any:
-    """``not_held_back()``, built once: the expression takes no parameters, and building its
-    aliased subquery on every claim cost more than running it."""
-    if not _held_back_rule:
-        _held_back_rule.append(not_held_back())
-    return _held_back_rule[0]
 
 
 def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds: float, now: datetime,
@@ -228,7 +219,7 @@ def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds
     never both get the row; on PostgreSQL the second waits for the first and re-checks ``due``
     on the updated row, which then fails)."""
     begin_write(session)
-    where = [Outbox.id == outbox_id, due(now), _not_held_back()]
+    where = [Outbox.id == outbox_id, due(now), not_held_back()]
     if target_connection_ids is not None:
         where.append(Outbox.target_connection_id.in_(list(target_connection_ids)))
     return session.scalars(

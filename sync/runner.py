@@ -39,14 +39,6 @@ from sync.store import BalanceSnapshot, Movement, Outbox, OutboxStatus, RunStatu
 
 log = logging.getLogger("erphub.sync.runner")
 
-_held_back_rule: list[Any] = []
-
-
-def _not_held_back() -> Any:
-    """``not_held_back()``, built once (it takes no parameters)."""
-    if not _held_back_rule:
-        _held_back_rule.append(not_held_back())
-    return _held_back_rule[0]
 
 __all__ = ["FlowSummary", "Hub", "serve_worker"]
 
@@ -213,7 +205,7 @@ class Hub:
             return int(session.scalar(
                 select(func.count()).select_from(Outbox).where(
                     Outbox.target_connection_id.in_(ids),
-                    or_(and_(due(now), _not_held_back()),
+                    or_(and_(due(now), not_held_back()),
                         and_(Outbox.status == OutboxStatus.SENDING, Outbox.lease_expires_at > now)))
             ) or 0)
 

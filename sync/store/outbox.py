@@ -35,6 +35,8 @@ All helpers work inside the caller's transaction and do not commit; commit promp
 """
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,8 +67,12 @@ def due(now: datetime) -> ColumnElement[bool]:
     )
 
 
+@functools.cache
 def not_held_back() -> ColumnElement[bool]:
-    """Rows with no older undelivered row of the same target and ordering key (item+warehouse)."""
+    """Rows with no older undelivered row of the same target and ordering key (item+warehouse).
+
+    Built once: it takes no parameters, and building its aliased subquery on every claim or relay
+    tick cost more than running it (about a tenth of the hub's time in the P6 bench)."""
     older = aliased(Outbox, name="older")
     return or_(
         Outbox.ordering_key.is_(None),
