@@ -113,7 +113,8 @@ class MigrateOptions:
     page_size: int | None = None          # records per source read (default: the connection's)
     lines_per_movement: int = DEFAULT_LINES
     document_date: date | None = None     # of the opening-balance documents (default: today)
-    new: bool = False                     # start a new run although an earlier one is unfinished
+    new: bool = False                     # start a new run although an earlier one is unfinished or
+                                          # already posted the opening balances
     deliver_timeout: float = 600.0        # seconds the deliver phase waits for retries to come due
     reconcile: bool = True
 
@@ -311,6 +312,19 @@ class _Migration:
                         raise ConfigError(f"migration run {earlier.id} ({o.source} → {o.target}) is {earlier.status}: "
                                           f"resume it with --resume {earlier.id} (a new run would post its opening "
                                           "balances again), or pass --new to start over anyway")
+                if "balances" in o.entities:
+                    # Opening balances are count-gain documents with run-scoped references: a second
+                    # successful run would post them again and double the target's stock.
+                    for earlier in session.scalars(select(SyncRun).where(
+                            SyncRun.mode == SyncMode.MIGRATE, SyncRun.connection_id == target_id,
+                            SyncRun.dry_run.is_(False), SyncRun.status == RunStatus.SUCCEEDED)):
+                        state = json.loads(earlier.resume_token or "{}")
+                        if state.get("source") == o.source and "balances" in state.get("entities", ()):
+                            raise ConfigError(
+                                f"migration run {earlier.id} ({o.source} → {o.target}) already posted the opening "
+                                "balances; a new run would post them again. Migrate items and warehouses only "
+                                "(--entities items,warehouses), reconcile with `erphub reconcile`, or pass --new "
+                                "if the target was reset")
             self.state = {
                 "v": 1, "source": o.source, "target": o.target, "entities": [e for e in ENTITIES if e in o.entities],
                 "dry_run": o.dry_run, "batch": o.batch, "page_size": o.page_size, "lines": o.lines_per_movement,

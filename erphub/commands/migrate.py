@@ -95,7 +95,7 @@ def migrate_command(
     lines: Annotated[int, typer.Option("--lines", min=1, help="Lines per opening-balance document.")] = 100,
     report: Annotated[Optional[Path], typer.Option("--report", help="Report file (.md, or .csv/.json for CSV + "
                                                    "JSON); default ./erphub-migrate-<run>.md for a dry run.")] = None,
-    new: Annotated[bool, typer.Option("--new", help="Start a new run although an earlier one is unfinished.")] = False,
+    new: Annotated[bool, typer.Option("--new", help="Start a new run although an earlier one is unfinished or already posted the opening balances.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait for deliveries to be retried.")]
         = 600.0,
 ) -> None:

@@ -267,6 +267,21 @@ def test_a_new_run_is_refused_while_an_earlier_one_is_unfinished(store, pair) ->
         run(store, p)
 
 
+def test_a_second_migration_never_posts_the_opening_balances_again(store, pair) -> None:
+    from connectors.errors import ConfigError
+
+    # Given a migration that succeeded
+    p = pair()
+    run(store, p)
+    stock = ledger(p.target)
+    # When the same migration is started again
+    with pytest.raises(ConfigError, match="already posted the opening balances"):
+        run(store, p)
+    # Then nothing was posted twice; master data alone may still be refreshed
+    run(store, p, entities=("warehouses", "items"))
+    assert ledger(p.target) == stock
+
+
 # --- bad records on a real run --------------------------------------------------------------------------
 
 
