@@ -17,19 +17,12 @@ from connectors import registry
 from connectors.base import CheckResult, ConnectionSettings, Connector
 from connectors.errors import AuthError
 from connectors.http import HttpClient
-from connectors.logging import uninstall_redaction
 from erphub.cli import app
 from erphub.config import load
 
 SECRET = "pa55-Wörd-7f3c9e"  # what an operator would put in KINGDEE_PASSWORD
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    yield CliRunner()
-    # the CLI configures logging for the process; leave it as we found it
-    uninstall_redaction()
-    logging.getLogger().handlers.clear()
 
 
 class _EchoHandler(BaseHTTPRequestHandler):

@@ -4,7 +4,6 @@ killed with SIGKILL half way and resumed with ``--resume``."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -17,31 +16,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from typer.testing import CliRunner
 
-from connectors import registry
-from connectors.logging import uninstall_redaction
 from erphub.cli import app
 from tests.conformance.kit import Clock
-from tests.reference.connector import ReferenceConnector
 from tests.reference.simulator import PASSWORD, USER, ReferenceErp
 from tests.sync.test_migrate import NEGATIVE, STANDARD_WORLD, generated_world, ledger, migration_documents
 
 ENV = {"SRC_PASSWORD": PASSWORD, "DST_PASSWORD": PASSWORD, "COLUMNS": "220"}
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    yield CliRunner()
-    uninstall_redaction()
-    logging.getLogger().handlers.clear()
 
 
-@pytest.fixture
-def reference_platform() -> Iterator[None]:
-    registry.register(ReferenceConnector)
-    yield
-    registry.unregister(ReferenceConnector.platform)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from openpyxl import Workbook
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from connectors.logging import uninstall_redaction
 from erphub.cli import app
 from sync.store import Movement, Outbox, Store
 
@@ -30,11 +28,6 @@ GOOD = [
 BAD = "SO-2,销售出库,2024-05-02,C01,Buyer,SKU-1,0,PCS,WH1,"
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    yield CliRunner()
-    uninstall_redaction()
-    logging.getLogger().handlers.clear()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from sync.store import Movement, Outbox, Store
-from tests.cli.test_sync_cli import ENV, _config, reference_platform, runner, sims  # noqa: F401 - fixtures
+from tests.cli.test_sync_cli import ENV, _config, sims  # noqa: F401 - sims is a fixture
 from tests.conformance.kit import movement
 from tests.reference.connector import ReferenceConnector, ReferenceSettings
 from tests.reference.simulator import PASSWORD, USER

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from connectors.logging import uninstall_redaction
 from erphub.cli import app
 from sync.store import (
     Connection,
@@ -30,11 +27,6 @@ from sync.store import (
 ENV = {"COLUMNS": "220"}
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    yield CliRunner()
-    uninstall_redaction()
-    logging.getLogger().handlers.clear()
 
 
 @pytest.fixture

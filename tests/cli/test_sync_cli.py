@@ -3,7 +3,6 @@
 temporary configuration whose secrets come from the environment."""
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -14,10 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from connectors import registry
-from connectors.logging import uninstall_redaction
 from erphub.cli import app
 from sandbox.kingdee_auth import DEFAULT_ACCT_ID, DEFAULT_APP_ID, DEFAULT_APP_SECRET, DEFAULT_USER
 from tests.conformance.kit import STANDARD_WORLD, Clock, expected_change, ledger_change, ledger_snapshot, movement
@@ -46,18 +42,8 @@ def reference_block(name: str, url: str) -> str:
         """)
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    yield CliRunner()
-    uninstall_redaction()
-    logging.getLogger().handlers.clear()
 
 
-@pytest.fixture
-def reference_platform() -> Iterator[None]:
-    registry.register(ReferenceConnector)
-    yield
-    registry.unregister(ReferenceConnector.platform)
 
 
 @pytest.fixture

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import textwrap
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
-from connectors.logging import uninstall_redaction
 from erphub.cli import app
 from tests.cli.test_sync_cli import kingdee_block
 from tests.conformance.kit import Clock
@@ -49,11 +45,6 @@ TRIAL = textwrap.dedent("""\
     """)
 
 
-@pytest.fixture
-def runner() -> Iterator[CliRunner]:
-    yield CliRunner()
-    uninstall_redaction()
-    logging.getLogger().handlers.clear()
 
 
 def sap_block(name: str, url: str) -> str:
