@@ -166,29 +166,21 @@ def record_record_error(
 def resolve_delivered(session: Session, outbox_id: int, *, now: datetime | None = None,
                       by: str = "delivery") -> int:
     """Mark the entries of a row that has now been delivered ``resolved``; how many."""
-    now = now or utcnow()
-    result = session.execute(
-        update(ErrorQueue)
-        .where(ErrorQueue.outbox_id == outbox_id, ErrorQueue.status.in_((ErrorStatus.OPEN, ErrorStatus.RETRYING)))
-        .values(status=ErrorStatus.RESOLVED, resolved_at=now, resolved_by=by)
-        .execution_options(synchronize_session=False)
-    )
-    changed = int(getattr(result, "rowcount", 0) or 0)
-    if changed:
-        _expire(session)
-    return changed
+    return _resolve(session, [ErrorQueue.outbox_id == outbox_id], now=now, by=by)
 
 
 def resolve_record(session: Session, *, connection_id: int, entity: str, record_key: str,
                    now: datetime | None = None, by: str = "pull") -> int:
     """Pull side: the record maps now; resolve its open/retrying entries. How many."""
-    now = now or utcnow()
+    return _resolve(session, [ErrorQueue.connection_id == connection_id, ErrorQueue.entity == entity,
+                              ErrorQueue.record_key == record_key, ErrorQueue.outbox_id.is_(None)], now=now, by=by)
+
+
+def _resolve(session: Session, where: list[Any], *, now: datetime | None, by: str) -> int:
     result = session.execute(
         update(ErrorQueue)
-        .where(ErrorQueue.connection_id == connection_id, ErrorQueue.entity == entity,
-               ErrorQueue.record_key == record_key, ErrorQueue.outbox_id.is_(None),
-               ErrorQueue.status.in_((ErrorStatus.OPEN, ErrorStatus.RETRYING)))
-        .values(status=ErrorStatus.RESOLVED, resolved_at=now, resolved_by=by)
+        .where(*where, ErrorQueue.status.in_((ErrorStatus.OPEN, ErrorStatus.RETRYING)))
+        .values(status=ErrorStatus.RESOLVED, resolved_at=now or utcnow(), resolved_by=by)
         .execution_options(synchronize_session=False)
     )
     changed = int(getattr(result, "rowcount", 0) or 0)
