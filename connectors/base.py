@@ -8,7 +8,7 @@ speak only this contract.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -102,6 +102,41 @@ class Capabilities:
     rate_limit_per_second: float | None = None
     posting_calls: int = 1  # API calls to post one document (Kingdee Save+Submit+Audit = 3)
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An HTTP request a vendor pushed to the hub, exactly as received.
+
+    The raw ``body`` is kept because vendors sign the bytes they sent (re-serialised JSON would
+    not verify). ``headers`` keys are lower-case; ``query`` holds the URL's query parameters.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """What a verified webhook says changed, decoded to canonical records.
+
+    ``delivery_id`` is the vendor's id of this delivery (Jiandaoyun ``X-JDY-DeliverId``); the
+    engine processes a delivery id once per connection. ``entity`` is None for events that carry
+    no record (a connection test, a form-definition change). ``removed`` lists natural keys
+    (codes, or movement references) the source deleted.
+    """
+
+    delivery_id: str
+    operation: str
+    entity: Entity | None
+    records: tuple[Any, ...] = ()
+    removed: tuple[str, ...] = ()
+    errors: tuple[RecordError, ...] = ()
+    occurred_at: datetime | None = None
 
 
 def _known_zone(value: str) -> str:
@@ -209,6 +244,17 @@ class Connector(abc.ABC):
             except ConnectorError as exc:
                 results.append(exc)
         return results
+
+    def receive_webhook(self, request: WebhookRequest) -> WebhookEvent:
+        """Verify and decode a webhook the vendor pushed (signature, timestamp freshness).
+
+        Raises ``WebhookRefused`` when the request fails verification, ``ContractViolation``
+        when it verifies but cannot be understood. Pure with respect to the vendor: no call is
+        made here; the engine re-reads through ``read`` if it needs more.
+        """
+        from connectors.errors import ConfigError
+
+        raise ConfigError(f"{self.name}: the {self.platform} connector does not take webhooks")
 
     def close(self) -> None:
         """Release sessions and sockets."""

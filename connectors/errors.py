@@ -110,6 +110,18 @@ class ContractViolation(ConnectorError):
     action = Action.DEAD_LETTER
 
 
+class WebhookRefused(ConnectorError):
+    """An inbound webhook failed verification (bad signature, stale or missing timestamp).
+
+    Raised by ``Connector.receive_webhook``; the hub answers ``http_status`` and enqueues
+    nothing. Never raised by an outbound call, so it is not in ``ALL_ERRORS``.
+    """
+
+    kind = "webhook_refused"
+    action = Action.DEAD_LETTER
+    http_status: ClassVar[int] = 401
+
+
 ALL_ERRORS: tuple[type[ConnectorError], ...] = (
     Transient, RateLimited, AuthError, ConfigError, Rejected, DependencyMissing, Ambiguous, ContractViolation,
 )
