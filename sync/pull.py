@@ -51,7 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from canonical import CanonicalModel, Movement, RecordInvalid
-from connectors.base import Entity, Page
+from connectors.base import Entity, Page, RecordError
 from connectors.errors import ConnectorError
 from connectors.redaction import redact_text
 from sync import codemap, metrics
@@ -81,6 +81,7 @@ __all__ = [
     "pull",
     "pull_balances",
     "pull_movements",
+    "store_records",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,9 @@ class PullResult:
 
 
 @dataclass
-class _Counts:
+class StoredCounts:
+    """What one batch of records did: read, written (new or changed), unchanged, failed (dead-lettered)."""
+
     read: int = 0
     written: int = 0
     unchanged: int = 0
@@ -325,22 +328,44 @@ def _open_run(store: Store, connection_id: int, entity: str, mode: str, lookback
         return run, False
 
 
-def _commit_page(store: Store, ctx: _Context, run_id: int, page: Page[Any], token: str | None,
-                 read_count: int) -> _Counts:
-    """Write one page and its checkpoint in one transaction."""
+def store_records(session: Session, connection_id: int, entity: Entity | str, records: Sequence[Any],
+                  errors: Sequence[RecordError] = (), *, now: datetime | None = None,
+                  rules: codemap.CodeMapRules | None = None, on_movement: MovementHandler | None = None) -> StoredCounts:
+    """Write canonical ``records`` read from ``connection_id`` exactly as a pull writes one page, in
+    the caller's transaction and without a checkpoint: master records are upserted by natural key
+    and bound in ``id_map``; movements, codes translated, go to ``on_movement``; ``errors`` and the
+    records that fail are dead-lettered. The pull's pages and the webhook intake
+    (:mod:`sync.webhooks`) both come through here."""
+    entity = entity_name(entity)
+    if entity == "movements" and on_movement is None:
+        raise ValueError("storing movements needs on_movement")
+    if entity != "movements" and entity not in MASTER_ENTITIES:
+        raise ValueError(f"cannot store {entity!r}")
+    ctx = _Context(connection_id, entity, rules, now or utcnow(), on_movement)
+    return _store(session, ctx, records, errors)
+
+
+def _store(session: Session, ctx: _Context, records: Sequence[Any], errors: Sequence[RecordError]) -> StoredCounts:
     ctx.errors = []
+    if ctx.entity == "movements":
+        counts = _write_movements(session, ctx, records)
+    else:
+        counts = _write_master(session, ctx, records)
+    for error in errors:
+        ctx.fail(error.record_key, error.field, error.message, error.raw)
+    for key, field_, message, raw in ctx.errors:
+        dead_letter(session, connection_id=ctx.connection_id, entity=ctx.entity, record_key=key, field=field_,
+                    message=message, raw=raw, now=ctx.now)
+    counts.read = len(records) + len(errors)
+    counts.failed = len(ctx.errors)
+    return counts
+
+
+def _commit_page(store: Store, ctx: _Context, run_id: int, page: Page[Any], token: str | None,
+                 read_count: int) -> StoredCounts:
+    """Write one page and its checkpoint in one transaction."""
     with store.session(write=True) as session:
-        if ctx.entity == "movements":
-            counts = _write_movements(session, ctx, page.records)
-        else:
-            counts = _write_master(session, ctx, page.records)
-        for error in page.errors:
-            ctx.fail(error.record_key, error.field, error.message, error.raw)
-        for key, field_, message, raw in ctx.errors:
-            dead_letter(session, connection_id=ctx.connection_id, entity=ctx.entity, record_key=key, field=field_,
-                        message=message, raw=raw, now=ctx.now)
-        counts.read = len(page.records) + len(page.errors)
-        counts.failed = len(ctx.errors)
+        counts = _store(session, ctx, page.records, page.errors)
         values: dict[str, Any] = {
             "resume_token": page.resume,
             "read_count": SyncRun.read_count + counts.read,
@@ -403,9 +428,9 @@ def _external_key(table: _Table, record: CanonicalModel) -> str:
     return "/".join(str(getattr(record, name)) for name in table.key_fields)
 
 
-def _write_master(session: Session, ctx: _Context, records: Sequence[CanonicalModel]) -> _Counts:
+def _write_master(session: Session, ctx: _Context, records: Sequence[CanonicalModel]) -> StoredCounts:
     table = MASTER_ENTITIES[ctx.entity]
-    counts = _Counts()
+    counts = StoredCounts()
     # 1. translate keys to canonical codes (last one wins if a page repeats a key)
     translated: dict[str, tuple[str, CanonicalModel]] = {}  # external key -> (canonical key, record)
     for record, canonical in _translate_keys(session, ctx, table, records):
@@ -549,9 +574,9 @@ class _FieldError(ValueError):
         self.field = field
 
 
-def _write_movements(session: Session, ctx: _Context, records: Sequence[Movement]) -> _Counts:
+def _write_movements(session: Session, ctx: _Context, records: Sequence[Movement]) -> StoredCounts:
     assert ctx.on_movement is not None
-    counts = _Counts()
+    counts = StoredCounts()
     for movement in records:
         try:
             with session.begin_nested():
