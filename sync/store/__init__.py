@@ -30,6 +30,7 @@ from sync.store.models import (
     SyncRun,
     Warehouse,
     Watermark,
+    WebhookDelivery,
 )
 from sync.store.types import ExactDecimal, UTCDateTime, normalise_decimal, utcnow
 
@@ -58,6 +59,7 @@ __all__ = [
     "UTCDateTime",
     "Warehouse",
     "Watermark",
+    "WebhookDelivery",
     "alembic_config",
     "begin_write",
     "make_engine",

@@ -363,3 +363,32 @@ class BalanceSnapshotRow(Base):
     unit_cost: Mapped[Decimal | None]
 
     snapshot: Mapped[BalanceSnapshot] = relationship(back_populates="rows")
+
+
+class WebhookDelivery(Base):
+    """A webhook delivery the hub accepted, once per vendor delivery id (RELIABILITY.md §4.3, F16).
+
+    The row is written in the transaction that routes the delivery's records, so a delivery id
+    that is here has been fully taken in, and a second delivery with the same id is answered as a
+    duplicate without writing anything. ``removed`` keeps the natural keys a ``data_remove``-like
+    event named (``{"keys": [...]}``): recorded, never applied to the targets.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "delivery_id"),
+        Index("ix_webhook_delivery_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connection.id", ondelete="CASCADE"))
+    delivery_id: Mapped[str] = mapped_column(String(KEY))
+    operation: Mapped[str] = mapped_column(String(64))
+    entity: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    record_count: Mapped[int] = mapped_column(default=0)
+    written_count: Mapped[int] = mapped_column(default=0)
+    failed_count: Mapped[int] = mapped_column(default=0)
+    removed: Mapped[dict[str, Any] | None]
+
+    connection: Mapped[Connection] = relationship()

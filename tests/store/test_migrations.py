@@ -15,6 +15,7 @@ TABLES = {
     "movement",
     "outbox",
     "error_queue",
+    "webhook_delivery",
     "item",
     "warehouse",
     "location",
