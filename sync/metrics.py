@@ -22,6 +22,9 @@ metric                                        type     labels
 ``erphub_deliveries_total``                   counter  target, outcome
 ``erphub_delivery_retries_total``             counter  target, kind
 ``erphub_leases_expired_total``               counter  (none)
+``erphub_webhooks_received_total``            counter  connection
+``erphub_webhooks_duplicate_total``           counter  connection
+``erphub_webhooks_refused_total``             counter  connection
 ``erphub_connection_paused``                  gauge    connection, platform
 ``erphub_outbox_rows``                        gauge    target, status (all but ``sent``)
 ``erphub_outbox_oldest_undelivered_age_seconds``  gauge  target
@@ -73,6 +76,7 @@ __all__ = [
     "run_started",
     "serve",
     "use_counters",
+    "webhook",
 ]
 
 #: Delivery outcomes that put a row back for a later attempt (sync.delivery.Outcome values).
@@ -104,6 +108,12 @@ class EventCounters:
                                "kind.", ["target", "kind"], registry=r)
         self.leases_expired = Counter("erphub_leases_expired", "Outbox rows re-queued by the sweeper because "
                                       "their lease expired (a worker died or hung).", registry=r)
+        self.webhooks_received = Counter("erphub_webhooks_received", "Webhook requests received by the intake.",
+                                         ["connection"], registry=r)
+        self.webhooks_duplicate = Counter("erphub_webhooks_duplicate", "Webhook deliveries answered as duplicates "
+                                          "(delivery id already taken in).", ["connection"], registry=r)
+        self.webhooks_refused = Counter("erphub_webhooks_refused", "Webhook requests refused (bad signature, stale "
+                                        "timestamp: 401), nothing written.", ["connection"], registry=r)
 
 
 _lock = threading.Lock()
@@ -178,6 +188,18 @@ def deliveries(results: Iterable[Any]) -> None:
 def leases_expired(count: int) -> None:
     if count:
         _current.leases_expired.inc(count)
+
+
+@_safely
+def webhook(connection: str, outcome: str) -> None:
+    """One webhook request the intake answered (``sync.webhooks``); ``outcome`` ``duplicate`` and
+    ``refused`` are also counted on their own."""
+    c = _current
+    c.webhooks_received.labels(connection).inc()
+    if outcome == "duplicate":
+        c.webhooks_duplicate.labels(connection).inc()
+    elif outcome == "refused":
+        c.webhooks_refused.labels(connection).inc()
 
 
 # -- gauges (the store) ---------------------------------------------------------------------------
