@@ -10,6 +10,9 @@
 - ``erphub worker [--queues Q …] [--threads N] [--with-scheduler]`` — a dramatiq worker against the
   configured Redis/RabbitMQ broker and (normally PostgreSQL) store.
 
+``--metrics-port P`` on all three serves this process's Prometheus metrics (:mod:`sync.metrics`:
+its event counters and the store's gauges) on ``http://127.0.0.1:P/`` while it runs.
+
 ``--queue-prefix`` / ``$ERPHUB_QUEUE_PREFIX`` and ``--namespace`` / ``$ERPHUB_BROKER_NAMESPACE``
 isolate hubs (or tests) that share one broker; every process of one hub must use the same.
 """
@@ -42,6 +45,9 @@ RateLimitUrl = Annotated[Optional[str], typer.Option(
     "--rate-limit-redis", envvar="ERPHUB_RATELIMIT_REDIS_URL",
     help="Redis URL for rate limiters shared by all workers (default: the broker's Redis; with RabbitMQ "
          "and no Redis each worker process keeps its own bucket).")]
+MetricsPort = Annotated[Optional[int], typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus "
+                                                    "metrics on this port (sync.metrics).")]
+MetricsHost = Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")]
 
 
 def _settings(ctx: typer.Context) -> Any:
@@ -132,12 +138,14 @@ def once(
     queue_prefix: QueuePrefix = "",
     namespace: Namespace = "erphub",
     lease_seconds: LeaseSeconds = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Run every configured flow once to completion and print a summary."""
     from connectors.redaction import redact_text
 
     with _hub(_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
-              threads=threads) as hub:
+              threads=threads) as hub, _metrics(hub.store, metrics_port, metrics_host):
         if not hub.flows:
             out.print("no flows configured (see `erphub init`)")
             return
@@ -159,10 +167,13 @@ def run(
     queue_prefix: QueuePrefix = "",
     namespace: Namespace = "erphub",
     lease_seconds: LeaseSeconds = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Run the flows on their schedules until Ctrl-C or SIGTERM."""
     with _hub(_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
-              threads=threads) as hub, _stop_on_signals() as stop:
+              threads=threads) as hub, _stop_on_signals() as stop, \
+            _metrics(hub.store, metrics_port, metrics_host):
         if not hub.flows:
             out.print("no flows configured (see `erphub init`)")
             return
@@ -175,10 +186,13 @@ def run(
     out.print(_table(summaries, title="since start"))
 
 
-def _serve_metrics(store: Any, port: int | None, host: str) -> Any:
-    """``--metrics-port``: the Prometheus endpoint (sync.metrics.serve), or None without the option."""
+@contextmanager
+def _metrics(store: Any, port: int | None, host: str) -> Iterator[Any]:
+    """``--metrics-port``: the Prometheus endpoint (sync.metrics.serve) while the block runs, or
+    None without the option."""
     if port is None:
-        return None
+        yield None
+        return
     from sync.metrics import serve
 
     try:
@@ -187,7 +201,8 @@ def _serve_metrics(store: Any, port: int | None, host: str) -> Any:
         err.print(f"cannot serve metrics on {host}:{port}: {exc}", markup=False)
         raise typer.Exit(2) from None
     out.print(f"metrics on {server.url}", highlight=False)
-    return server
+    with server:
+        yield server
 
 
 def worker(
@@ -201,9 +216,8 @@ def worker(
     namespace: Namespace = "erphub",
     lease_seconds: LeaseSeconds = None,
     rate_limit_redis: RateLimitUrl = None,
-    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus "
-                                                        "metrics on this port (sync.metrics).")] = None,
-    metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")] = "127.0.0.1",
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Start a dramatiq worker against the configured Redis or RabbitMQ broker."""
     from sync.broker import broker_kind, describe
@@ -220,9 +234,7 @@ def worker(
     chosen = [q.strip() for item in (queues or []) for q in item.split(",") if q.strip()] or None
     with _hub(settings, queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
               threads=threads, embedded_worker=False, rate_limit_url=rate_limit_redis) as hub, \
-            _stop_on_signals() as stop:
-        metrics_server = _serve_metrics(hub.store, metrics_port, metrics_host)
-
+            _stop_on_signals() as stop, _metrics(hub.store, metrics_port, metrics_host):
         def ready(names: list[str]) -> None:
             out.print(f"worker ready: {describe(hub.broker)}, {threads} thread(s), queues: {', '.join(names)}",
                       highlight=False)
@@ -232,7 +244,4 @@ def worker(
         except ValueError as exc:
             err.print(str(exc), markup=False)
             raise typer.Exit(2) from None
-        finally:
-            if metrics_server is not None:
-                metrics_server.close()
     out.print("worker stopped", highlight=False)
