@@ -31,6 +31,15 @@ Ordering keys
     adds stock where the refused one takes it is deferred, not dead-lettered
     (:mod:`sync.delivery`). A key longer than 255 characters is replaced by its hash.
 
+Durable intake
+    :func:`enqueue` writes in the caller's transaction and leaves its durability to the caller.
+    A transaction that *accepts* movements from outside (a file through ``erphub push``, the
+    Python API, a webhook) must be durable, because once it is acknowledged the source will not
+    send again: open it with ``Store.session(durable=True)``, or call :func:`accept`, which does.
+    Movements the hub pulls from a source (``sync.pull`` → :func:`enqueue`) and migration pages
+    keep the ordinary session: the source still holds those documents, and a page lost to a
+    power loss is read again from the last checkpoint and re-enqueued idempotently.
+
 Re-enqueueing
     The same reference with the same content (``canonical.content_hash``, which ignores
     ``modified_at``) is a no-op that returns the stored id (targets it lacks are added); the same
@@ -51,7 +60,7 @@ from sqlalchemy.orm import Session
 import canonical
 from connectors.errors import ConfigError
 from sync.connections import Connections, ensure_connection
-from sync.store import Connection, Movement, Outbox, begin_write, utcnow
+from sync.store import Connection, Movement, Outbox, Store, begin_write, utcnow
 
 KEY_LENGTH = 11
 KEY_PREFIX = "H"
@@ -236,6 +245,18 @@ def enqueue_many(
     return ids
 
 
+def accept(store: Store, movements: Iterable[canonical.Movement], targets: Sequence[int | str], *,
+           connections: Connections, **options: Any) -> list[int]:
+    """Accept movements from outside: :func:`enqueue_many` (``options`` are its keyword options)
+    in one durable write transaction of its own, committed before it returns; their ids in order.
+
+    Once this returns the movements survive a power loss, so the caller may acknowledge them
+    to their source (see "Durable intake" in the module doc).
+    """
+    with store.session(write=True, durable=True) as session:
+        return enqueue_many(session, movements, targets, connections=connections, **options)
+
+
 class _Writer:
     """Core statements of one enqueue, on the session's connection (same transaction)."""
 
@@ -328,5 +349,5 @@ def _add_outbox_rows(writer: _Writer, movement_id: int, movement: canonical.Move
                                f"after {_MAX_KEY_CANDIDATES} candidates")
 
 
-__all__ = ["KEY_LENGTH", "MovementConflict", "enqueue", "enqueue_many", "idempotency_key", "movement_of",
+__all__ = ["KEY_LENGTH", "MovementConflict", "accept", "enqueue", "enqueue_many", "idempotency_key", "movement_of",
            "ordering_key", "payload_of"]

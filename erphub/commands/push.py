@@ -90,7 +90,10 @@ def _enqueue(settings: Any, movements: list[Any], targets: list[str], lines: dic
 
     with Store.open(settings.store.url) as store:
         store.upgrade()
-        with Connections(store, settings.connections) as connections, store.session(write=True) as session:
+        # durable: once this commits, push reports the movements as accepted and the file may be
+        # gone; the commit must survive a power loss (sync.store.engine, "Durability of a commit")
+        with Connections(store, settings.connections) as connections, \
+                store.session(write=True, durable=True) as session:
             references = [m.reference for m in movements]
             stored = dict(session.execute(
                 select(Movement.reference, Movement.content_hash).where(Movement.reference.in_(references))).all())

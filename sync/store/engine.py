@@ -2,6 +2,18 @@
 
 SQLite (the default, ``sqlite:///erphub.db``) runs in WAL mode with ``synchronous=NORMAL``, a
 busy timeout and foreign keys on. PostgreSQL (``postgresql+psycopg://…``) gets a pre-pinged pool.
+
+Durability of a commit
+    With WAL + ``synchronous=NORMAL`` a commit is atomic and the database stays consistent, but
+    a power loss (not a process crash) can lose the last commits. That is fine for everything
+    the hub can re-do (claims, sent marks, receipts, pull pages and checkpoints: a lost state
+    transition is re-done, and ``find(key)`` prevents a second document). It is not fine for a
+    transaction that *accepts* data from outside: once ``erphub push`` said "accepted" or a
+    webhook answered 200, the source will not send it again. Such transactions open
+    ``Store.session(durable=True)``: on SQLite the connection runs that one transaction with
+    ``synchronous=FULL`` (the WAL is fsynced at its commit) and is set back to ``NORMAL``
+    afterwards, also when the transaction fails. On PostgreSQL every commit is durable already
+    (``synchronous_commit`` defaults to ``on``), so ``durable`` changes nothing there.
 """
 from __future__ import annotations
 
@@ -10,13 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.types import json_dumps
 
 DEFAULT_URL = "sqlite:///erphub.db"
+#: SQLite ``PRAGMA synchronous`` of every connection, and of a durable session's transaction.
+SQLITE_SYNCHRONOUS = "NORMAL"
+SQLITE_SYNCHRONOUS_DURABLE = "FULL"
 #: How long a SQLite connection waits for another writer before ``database is locked``.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -42,7 +57,7 @@ def _configure_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
@@ -94,12 +109,27 @@ class Store:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
+    def session(self, *, write: bool = False, durable: bool = False) -> Iterator[Session]:
         """A session that commits when the block ends and rolls back if it raises.
 
         ``write=True`` starts with :func:`begin_write` (SQLite: ``BEGIN IMMEDIATE``).
+        ``durable=True`` is for transactions that accept data from outside (movements from a
+        file, the Python API or a webhook): its commit survives a power loss. On SQLite the
+        session runs on one connection set to ``synchronous=FULL`` before the transaction
+        begins (SQLite refuses to change it inside one) and back to ``NORMAL`` after it ends,
+        committed or not; on PostgreSQL it is an ordinary session (see the module doc).
         """
-        session = self._sessions()
+        if durable and self.engine.dialect.name == "sqlite":
+            with self._durable_connection() as connection, \
+                    self._session(self._sessions(bind=connection), write=write) as session:
+                yield session
+            return
+        with self._session(self._sessions(), write=write) as session:
+            yield session
+
+    @staticmethod
+    @contextmanager
+    def _session(session: Session, *, write: bool) -> Iterator[Session]:
         try:
             if write:
                 begin_write(session)
@@ -110,6 +140,29 @@ class Store:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def _durable_connection(self) -> Iterator[Connection]:
+        """A pooled SQLite connection at ``synchronous=FULL`` for the block, ``NORMAL`` after it.
+
+        The PRAGMA goes straight to the driver connection while no transaction is open (the
+        session begins its own afterwards). If setting it back fails, the connection is
+        discarded rather than returned to the pool still at ``FULL``.
+        """
+        with self.engine.connect() as connection:
+            dbapi_connection = connection.connection.dbapi_connection
+            assert dbapi_connection is not None
+            dbapi_connection.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_DURABLE}")
+            try:
+                yield connection
+            finally:
+                try:
+                    if dbapi_connection.in_transaction:  # never expected: the session has ended it
+                        dbapi_connection.rollback()
+                    dbapi_connection.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+                except BaseException:
+                    connection.invalidate()
+                    raise
 
     def upgrade(self, revision: str = "head") -> None:
         """Migrate the schema up to ``revision`` (default: the newest)."""

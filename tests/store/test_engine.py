@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from sync.store import Connection, IdMap, Store, Watermark
 
@@ -61,3 +62,65 @@ def test_watermark_keeps_an_aware_cursor(store: Store):
         connection_id = connection.id
     with store.session() as s:
         assert s.get_one(Watermark, (connection_id, "item")).cursor == cursor
+
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[Store]:
+    with Store.open(sqlite_url) as store:
+        store.upgrade()
+        yield store
+
+
+def _synchronous(dbapi_connection) -> int:
+    return dbapi_connection.execute("PRAGMA synchronous").fetchone()[0]
+
+
+def test_durable_session_commits_with_synchronous_full_and_restores_normal(sqlite_store: Store):
+    # When a durable session writes
+    with sqlite_store.session(durable=True, write=True) as s:
+        driver = s.connection().connection.dbapi_connection
+        during = s.connection().exec_driver_sql("PRAGMA synchronous").scalar()
+        s.add(Connection(name="webhook", platform="jiandaoyun"))
+    # Then its transaction ran at FULL (2), the same connection is back at NORMAL (1), and the row is stored
+    assert during == 2
+    assert _synchronous(driver) == 1
+    with sqlite_store.session() as s:
+        assert s.connection().exec_driver_sql("PRAGMA synchronous").scalar() == 1
+        assert s.scalars(select(Connection.name)).all() == ["webhook"]
+
+
+def test_durable_session_restores_normal_when_the_transaction_fails(sqlite_store: Store):
+    with sqlite_store.session() as s:
+        s.add(Connection(name="taken", platform="kingdee"))
+    # When the block raises, and when the commit itself fails (a duplicate name)
+    drivers = []
+    with pytest.raises(RuntimeError), sqlite_store.session(durable=True) as s:
+        drivers.append(s.connection().connection.dbapi_connection)
+        s.add(Connection(name="lost", platform="kingdee"))
+        s.flush()
+        raise RuntimeError("boom")
+    with pytest.raises(IntegrityError), sqlite_store.session(durable=True) as s:
+        drivers.append(s.connection().connection.dbapi_connection)
+        assert s.connection().exec_driver_sql("PRAGMA synchronous").scalar() == 2
+        s.add(Connection(name="taken", platform="sap_b1"))
+    # Then nothing was written, and each connection is back at NORMAL with no transaction open
+    for driver in drivers:
+        assert _synchronous(driver) == 1
+        assert not driver.in_transaction
+    with sqlite_store.session() as s:
+        assert s.scalars(select(Connection.name)).all() == ["taken"]
+
+
+def test_sqlite_refuses_to_change_synchronous_inside_a_transaction(sqlite_store: Store):
+    # Why the durable session sets the PRAGMA before its transaction begins
+    with sqlite_store.session(write=True) as s, pytest.raises(OperationalError, match="inside a transaction"):
+        s.connection().exec_driver_sql("PRAGMA synchronous=FULL")
+
+
+def test_durable_session_is_an_ordinary_session_elsewhere(store: Store):
+    # On PostgreSQL every commit is durable already; the option only has to work the same
+    with store.session(durable=True, write=True) as s:
+        s.add(Connection(name="d", platform="kingdee"))
+    with store.session() as s:
+        assert s.scalars(select(Connection.name)).all() == ["d"]

@@ -150,3 +150,25 @@ def test_payload_round_trips_with_the_same_hash() -> None:
 
     mv = movement("sales_issue")
     assert content_hash(movement_of(payload_of(mv))) == content_hash(mv)
+
+
+def test_accept_enqueues_in_a_durable_transaction_of_its_own(store, connections, monkeypatch) -> None:
+    # Given the durable level the store's sessions run at while movements are enqueued
+    from sync import push
+
+    levels: list[int] = []
+    real = push.enqueue_many
+
+    def spy(session, *args, **kwargs):
+        levels.append(session.connection().exec_driver_sql("PRAGMA synchronous").scalar())
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(push, "enqueue_many", spy)
+    # When movements from outside are accepted
+    batch = [movement("purchase_receipt"), movement("sales_issue")]
+    ids = push.accept(store, batch, ["kd"], connections=connections)
+    # Then they were written at synchronous=FULL (2), committed, one outbox row each
+    assert levels == [2]
+    assert len(ids) == 2 and _counts(store) == (2, 2)
+    with store.session() as s:
+        assert s.connection().exec_driver_sql("PRAGMA synchronous").scalar() == 1
