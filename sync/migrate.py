@@ -62,14 +62,15 @@ from sqlalchemy.orm import Session
 import canonical
 from canonical import MovementKind, RecordInvalid, StockBalance
 from connectors.base import Connector, Entity, Page, Receipt
-from connectors.errors import Action, Ambiguous, ConfigError, ConnectorError
+from connectors.errors import ConfigError, ConnectorError
 from connectors.redaction import redact_text
 from sync import codemap, delivery
 from sync.connections import Connections
 from sync.idmap import Binding, bind_many
+from sync.master_writer import MasterWriter, record_refusal, record_written
 from sync.migrate_reconcile import Reconciliation, reconcile
 from sync.migrate_workspace import Problem, Workspace
-from sync.pull_errors import dead_letter, resolve_written
+from sync.pull_errors import dead_letter
 from sync.push import enqueue_many
 from sync.retry import RetryPolicy
 from sync.store import (
@@ -412,19 +413,26 @@ class _Migration:
         with closing(pages) if hasattr(pages, "close") else _nothing():
             yield from pages
 
-    def _report(self, problem: Problem, *, connection_id: int, raw: Any = None, kind: str = "mapping") -> None:
+    def _report(self, problem: Problem, *, connection_id: int, raw: Any = None,
+                error: ConnectorError | None = None) -> None:
         """A problem for the report, and on a real run for the error queue (written with the
-        page's checkpoint by :meth:`_flush`)."""
+        page's checkpoint by :meth:`_flush`): a refusal by the target (``error``) as the shared
+        writer records one, anything else as a mapping problem."""
         self.ws.add(problem)
         if not self.dry_run:
-            self._pending.append((problem, connection_id, raw, kind))
+            self._pending.append((problem, connection_id, raw, error))
 
     def _flush(self, session: Session) -> None:
         pending, self._pending = self._pending, []
-        for problem, connection_id, raw, kind in pending:
-            dead_letter(session, connection_id=connection_id, entity=problem.entity, record_key=problem.record,
-                        field=problem.field, raw=raw, kind=kind, vendor_code=problem.vendor_code,
-                        message=f"migration run {self.run_id}: {problem.message}")
+        note = f"migration run {self.run_id}: "
+        for problem, connection_id, raw, error in pending:
+            if error is not None:
+                record_refusal(session, connection_id=connection_id, entity=problem.entity,
+                               record_key=problem.record, error=error, raw=raw, note=note)
+            else:
+                dead_letter(session, connection_id=connection_id, entity=problem.entity, record_key=problem.record,
+                            field=problem.field, raw=raw, vendor_code=problem.vendor_code,
+                            message=note + problem.message)
 
     # -- master data -------------------------------------------------------------------------------
 
@@ -580,25 +588,24 @@ class _Migration:
 
     def _write(self, phase: str, entity: Entity, ready: list[tuple[int, str, Any]],
                counts: PhaseCounts) -> list[tuple[str, str]]:
-        """Upsert ``ready`` in batches; (canonical, target code) of the records now in the target."""
-        cap = self.target.capabilities.max_batch
-        size = self.state.get("batch") or (cap if cap > 1 else max(1, len(ready)))
+        """Upsert ``ready`` through the shared writer; (canonical, target code) of the records now in
+        the target. A refused record is reported (error queue on the target); an error that stops
+        the target is raised (the page's checkpoint is not committed: resume sends it again)."""
+        writer = MasterWriter(self.target, entity, policy=self.policy, batch=self.state.get("batch"),
+                              what=f"upsert {entity.value} into {self.state['target']}")
         written: list[tuple[str, str]] = []  # (canonical, target code)
-        for start in range(0, len(ready), size):
-            chunk = ready[start:start + size]
-            results = self._upsert(entity, [record for _, _, record in chunk])
-            for (position, canonical_code, record), result in zip(chunk, results, strict=True):
+        for start, results in writer.write([record for _, _, record in ready]):
+            for (position, canonical_code, record), result in zip(ready[start:start + len(results)], results,
+                                                                  strict=True):
                 if isinstance(result, Receipt):
                     counts.written += 1 if result.created else 0
                     counts.unchanged += 0 if result.created else 1
-                    written.append((canonical_code, str(record.natural_key)))
+                    written.append((canonical_code, _code_text(record.natural_key)))
                     continue
-                if result.action is not Action.DEAD_LETTER and result.action is not Action.DEFER:
-                    raise result  # the connection as a whole is unfit (auth, config): stop here
                 self._report(Problem(phase, phase, canonical_code, str(result),
-                                              field=(result.details or {}).get("field"), position=position,
-                                              vendor_code=result.vendor_code),
-                             connection_id=self.target_id, raw=record.model_dump(mode="json"), kind=result.kind)
+                                     field=(result.details or {}).get("field"), position=position,
+                                     vendor_code=result.vendor_code),
+                             connection_id=self.target_id, raw=record.model_dump(mode="json"), error=result)
                 counts.failed += 1
         return written
 
@@ -609,25 +616,8 @@ class _Migration:
             for conflict in conflicts:
                 self._report(Problem(phase, phase, conflict.wanted.canonical_id, str(conflict),
                                               field=conflict.field), connection_id=self.target_id)
-            resolve_written(session, connection_id=self.target_id, entity=phase, record_keys=[c for c, _ in written])
-            resolve_written(session, connection_id=self.source_id, entity=phase, record_keys=[c for c, _ in written])
-
-    def _upsert(self, entity: Entity, records: list[Any]) -> list[Receipt | ConnectorError]:
-        """``target.upsert`` with in-process retries; an answer lost in transit is sent again
-        (upsert is idempotent); a batch refused as a whole is tried record by record."""
-        for attempt in range(1, 4):
-            try:
-                return self.policy.call(self.target.upsert, entity, records, what=f"upsert {entity}")
-            except Ambiguous:
-                if attempt == 3:
-                    raise
-            except ConnectorError as exc:
-                if exc.action is Action.DEAD_LETTER and len(records) > 1:
-                    return [r for record in records for r in self._upsert(entity, [record])]
-                if exc.action is Action.DEAD_LETTER:
-                    return [exc]
-                raise
-        raise AssertionError("unreachable")
+            record_written(session, connection_ids=(self.target_id, self.source_id), entity=phase,
+                           record_keys=[c for c, _ in written], by="migrate")
 
     # -- balances ----------------------------------------------------------------------------------
 
@@ -837,6 +827,11 @@ class _Migration:
         dead = sum(by.get(s, (0, None))[0] for s in (OutboxStatus.FAILED, OutboxStatus.DEAD))
         dues = [by[s][1] for s in _IN_FLIGHT if s in by and by[s][1] is not None]
         return sent, outstanding, dead, min(dues) if dues else None
+
+
+def _code_text(key: Any) -> str:
+    """A natural key as one code: ``WH01/A-01-01`` for a bin location (warehouse, bin)."""
+    return "/".join(str(part) for part in key) if isinstance(key, tuple) else str(key)
 
 
 class _FieldError(ValueError):

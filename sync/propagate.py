@@ -1,14 +1,16 @@
 """Master data flows to the targets: what a pull changed in the store is upserted into each target.
 
 A master-data flow pulls items and warehouses from its source into the store; this module then
-writes every record changed since the last propagation to each target with
-``connector.upsert`` (idempotent by code: an equal record is left alone), translating codes
-through the code map. The cursor per (target, entity, source) lives in the ``watermark`` table
+writes every record changed since the last propagation to each target through the shared
+:class:`sync.master_writer.MasterWriter` (``connector.upsert`` in batches under the retry policy,
+idempotent by code: an equal record is left alone), translating codes through the code map. The cursor per (target, entity, source) lives in the ``watermark`` table
 under the entity name ``prop:<entity>:<source id>``; it advances past a batch only once every
 record of the batch is written or dead-lettered, so a crash re-sends at most one batch, which
-upsert absorbs. A record the target refuses goes to the error queue (kind ``rejected``) and the
-flow goes on; an error that stops the target (auth, configuration, transient after retries)
-leaves the cursor where it was for the next run.
+upsert absorbs. A record the target refuses goes to the error queue (kind ``rejected``, or
+``dependency`` when it waits for another record) and the flow goes on; a batch refused as a whole
+is tried record by record, so it cannot hold the cursor back for ever; an error that stops the
+target (auth, configuration, transient after retries, an answer lost three times) leaves the
+cursor where it was for the next run.
 """
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ from sqlalchemy import select
 
 import canonical
 from connectors.base import Entity, Receipt
-from connectors.errors import Action, ConnectorError
-from sync import codemap, errorqueue
+from connectors.errors import ConnectorError
+from sync import codemap
 from sync.connections import Connections
+from sync.master_writer import MasterWriter, record_refusal, record_written
+from sync.pull_errors import dead_letter
 from sync.retry import RetryPolicy
 from sync.store import Item, Store, Warehouse, Watermark
-from sync.store.types import utcnow
 
 log = logging.getLogger("erphub.sync.propagate")
 
@@ -73,7 +76,8 @@ def _to_target(store: Store, connections: Connections, source: str, target: str,
     source_id, target_id = connections.id(source), connections.id(target)
     cursor_name = f"prop:{entity.value}:{source_id}"
     result = PropagationResult(target, entity.value)
-    connector = connections.connector(target)
+    writer = MasterWriter(connections.connector(target), entity, policy=policy, batch=batch,
+                          what=f"upsert {entity.value} into {target}")
     while True:
         with store.session() as session:
             mark = session.get(Watermark, (target_id, cursor_name))
@@ -92,8 +96,7 @@ def _to_target(store: Store, connections: Connections, source: str, target: str,
                 if row.id not in seen]
             prepared = [_prepare(session, row, model, code_field, target_id, entity) for row in rows]
         for start in range(0, len(prepared), batch):
-            stopped = _send(store, connector, prepared[start:start + batch], entity, target, target_id,
-                            key_column, policy, result)
+            stopped = _send(store, writer, prepared[start:start + batch], entity, target_id, key_column, result)
             if stopped:
                 result.stopped = stopped
                 log.warning("propagating %s to %s stopped: %s", entity.value, target, stopped)
@@ -102,26 +105,22 @@ def _to_target(store: Store, connections: Connections, source: str, target: str,
             _advance(session, target_id, cursor_name, last)
 
 
-def _send(store: Store, connector: Any, prepared: list[tuple[Any, Any]], entity: Entity, target: str,
-          target_id: int, key_column: Any, policy: RetryPolicy, result: PropagationResult) -> str | None:
-    """Upsert one chunk and record each record's outcome; the reason to stop, if any."""
+def _send(store: Store, writer: MasterWriter, prepared: list[tuple[Any, Any]], entity: Entity, target_id: int,
+          key_column: Any, result: PropagationResult) -> str | None:
+    """Upsert one chunk through the shared writer and record each record's outcome; the reason to
+    stop, if any (nothing of the chunk is recorded then: the cursor stays and it is sent again)."""
     to_send = [(row, record) for row, record in prepared if not isinstance(record, str)]
     try:
-        answers = policy.call(connector.upsert, entity, [record for _, record in to_send],
-                              what=f"upsert {entity.value} into {target}") if to_send else []
+        answers = [a for _, batch in writer.write([record for _, record in to_send]) for a in batch]
     except ConnectorError as exc:
         return f"{exc.kind}: {exc}"
-    blocking = [a for a in answers if isinstance(a, ConnectorError) and a.action is not Action.DEAD_LETTER]
-    if blocking:
-        return f"{blocking[0].kind}: {blocking[0]}"
     with store.session() as session:
-        now = utcnow()
         for row, problem in prepared:
             if isinstance(problem, str):
                 result.rejected += 1
-                errorqueue.record_record_error(session, connection_id=target_id, entity=entity.value,
-                                               record_key=getattr(row, key_column.key), message=problem,
-                                               payload=row.payload, now=now)
+                dead_letter(session, connection_id=target_id, entity=entity.value,
+                            record_key=getattr(row, key_column.key), message=problem, raw=row.payload)
+        written = []
         for (row, _record), answer in zip(to_send, answers, strict=True):
             key = getattr(row, key_column.key)
             if isinstance(answer, Receipt):
@@ -129,14 +128,13 @@ def _send(store: Store, connector: Any, prepared: list[tuple[Any, Any]], entity:
                     result.created += 1
                 else:
                     result.existing += 1
-                result.keys.append(key)
-                errorqueue.resolve_record(session, connection_id=target_id, entity=entity.value,
-                                          record_key=key, now=now, by="propagate")
+                written.append(key)
             else:
                 result.rejected += 1
-                errorqueue.record_record_error(session, connection_id=target_id, entity=entity.value,
-                                               record_key=key, message=str(answer), kind=answer.kind,
-                                               vendor_code=answer.vendor_code, payload=row.payload, now=now)
+                record_refusal(session, connection_id=target_id, entity=entity.value, record_key=key, error=answer,
+                               raw=row.payload)
+        result.keys.extend(written)
+        record_written(session, connection_ids=[target_id], entity=entity.value, record_keys=written, by="propagate")
     return None
 
 

@@ -50,9 +50,10 @@ def dead_letter(session: Session, *, connection_id: int, entity: str, record_key
 
 
 def resolve_written(session: Session, *, connection_id: int, entity: str, record_keys: Iterable[str],
-                    now: datetime | None = None) -> int:
+                    now: datetime | None = None, by: str = "pull") -> int:
     """Resolve the open entries of records that have now been written (like
-    :func:`sync.errorqueue.resolve_record`, one query per 500 keys); returns how many."""
+    :func:`sync.errorqueue.resolve_record`, one query per 500 keys; ``by`` is recorded as
+    ``resolved_by``); returns how many."""
     keys = sorted(set(record_keys))
     resolved = 0
     for start in range(0, len(keys), 500):
@@ -61,7 +62,7 @@ def resolve_written(session: Session, *, connection_id: int, entity: str, record
             .where(ErrorQueue.connection_id == connection_id, ErrorQueue.entity == entity,
                    ErrorQueue.outbox_id.is_(None), ErrorQueue.status.in_(_OPEN),
                    ErrorQueue.record_key.in_(keys[start:start + 500]))
-            .values(status=ErrorStatus.RESOLVED, resolved_at=now or utcnow(), resolved_by="pull",
+            .values(status=ErrorStatus.RESOLVED, resolved_at=now or utcnow(), resolved_by=by,
                     note="the record was read and written successfully")
             .execution_options(synchronize_session=False))
         resolved += result.rowcount or 0
