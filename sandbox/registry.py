@@ -19,7 +19,7 @@ SIMULATORS: dict[str, str] = {
     "kingdee": "sandbox.kingdee:KingdeeSimulator",
     "sap_b1": "sandbox.sap_b1:SapB1Simulator",
     # "yonyou": "sandbox.yonyou:YonyouSimulator",
-    # "jiandaoyun": "sandbox.jiandaoyun:JiandaoyunSimulator",
+    "jiandaoyun": "sandbox.jiandaoyun:JiandaoyunSimulator",
 }
 
 _registered: dict[str, SimulatorFactory] = {}
