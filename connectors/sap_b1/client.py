@@ -720,13 +720,15 @@ def service_root(url: str, version: str, *, name: str = "sap_b1") -> str:
     return f"{url}/b1s/{version}"
 
 
-def entity_path(entity: str, key: str) -> str:
+def entity_path(entity: str, key: str | int) -> str:
     """``Items('O''Brien 50%')`` as a URL path: the key an OData string literal (quotes doubled),
     then percent-encoded so ``%``, ``/``, ``#``, ``?`` and spaces stay part of the key."""
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", entity):
         raise ValueError(f"{entity!r} is not an entity set name")
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{entity}({key})"  # a numeric key (a bin's AbsEntry, a DocEntry) is a bare literal
     if not isinstance(key, str) or not key:
-        raise ValueError(f"{entity} key must be a non-empty string, not {key!r}")
+        raise ValueError(f"{entity} key must be a non-empty string or an integer, not {key!r}")
     literal = "'" + key.replace("'", "''") + "'"
     return entity + "(" + quote(literal, safe="'") + ")"
 

@@ -28,11 +28,12 @@ only then it POSTs, once: a lost answer is :class:`Ambiguous` and ``find`` settl
 one changeset per movement (each its own transaction); the Service Layer stops at the first
 failing changeset, so the changesets after it (not executed) are sent again in the next batch.
 
-Master data (``upsert``). Items and Warehouses are written by code, lookup first: ``$filter=ItemCode
-eq 'A' or …`` (20 codes a request, ``$select`` of the compared properties only), then missing
-records are created through ``$batch`` (one changeset each, ``Prefer: return-no-content``: the key
-is ours, the 201 body of an item would carry every warehouse row) and changed ones PATCHed with the
-changed properties only. On v2 the PATCH carries ``If-Match`` with the lookup row's
+Master data (``upsert``). Items, Warehouses and BinLocations are written by code (a bin by its
+``BinCode``, PATCHed by its ``AbsEntry``), lookup first: ``$filter=ItemCode eq 'A' or …`` (20
+codes a request, ``$select`` of the compared properties only), then missing records are created
+through ``$batch`` (one changeset each, ``Prefer: return-no-content``: the key is ours, the 201
+body of an item would carry every warehouse row) and changed ones PATCHed with the changed
+properties only. On v2 the PATCH carries ``If-Match`` with the lookup row's
 ``@odata.etag``. The vendor doc (§2.6, [D Q Q1]) says a ``$select`` read carries a *frozen*
 ``sha1("1")`` ETag, right only for a record never changed since it was created; for any other the
 first PATCH meets 412 -2039, and we then GET the record by key (no ``$select``: its real ETag),
@@ -62,7 +63,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from canonical import Item, Movement, MovementKind, RecordInvalid, StockBalance, Warehouse
+from canonical import Item, Location, Movement, MovementKind, RecordInvalid, StockBalance, Warehouse
 from connectors.base import Capabilities, CheckResult, ConnectionSettings, Connector, Entity, Page, Receipt, \
     RecordError, TimeZoneName
 from connectors.errors import Action, Ambiguous, AuthError, ConfigError, ConnectorError, ContractViolation, DependencyMissing, \
@@ -185,6 +186,10 @@ class _Writer:
     code: Callable[[Any, m.MappingConfig], str]
     body: Callable[[Any, m.MappingConfig], dict[str, Any]]
     changes: Callable[[Any, Mapping[str, Any], m.MappingConfig], dict[str, Any]]
+    # the key property of the record's URL when the code is not it (a bin: AbsEntry, looked up by BinCode)
+    path_key: str | None = None
+    # why an existing record with the code cannot be this one (a bin code in another warehouse)
+    clash: Callable[[Any, Mapping[str, Any], m.MappingConfig], m.MappingError | None] | None = None
 
 
 _WRITERS: dict[Entity, _Writer] = {
@@ -193,6 +198,9 @@ _WRITERS: dict[Entity, _Writer] = {
     Entity.WAREHOUSES: _Writer("Warehouses", "WarehouseCode", "Warehouse", Warehouse, "OWHS",
                                lambda cfg: m.WAREHOUSE_COMPARED_FIELDS,
                                lambda wh, cfg: cfg.sap_warehouse(wh.code), m.warehouse_to_sap, m.warehouse_changes),
+    Entity.LOCATIONS: _Writer("BinLocations", "BinCode", "Bin location", Location, "OBIN",
+                              lambda cfg: m.BIN_COMPARED_FIELDS, lambda loc, cfg: loc.code, m.location_to_sap,
+                              m.location_changes, path_key="AbsEntry", clash=m.location_clash),
 }
 _WHERE = re.compile(r"\[(?P<field>[A-Za-z_]\w*\.[A-Za-z_]\w*)\]|\bin property ['`](?P<property>[A-Za-z_]\w*)['`]")
 
@@ -206,6 +214,7 @@ class _Write:
     code: str
     body: dict[str, Any]
     etag: str | None = None
+    path: str | int | None = None  # the record's URL key when it is not ``code`` (a bin's AbsEntry)
 
 
 @dataclass(frozen=True)
@@ -295,11 +304,13 @@ class SapB1Connector(Connector):
                 "warehouses and bin locations have no modification stamp: full read, content-hash change detection",
                 "push_many uses $batch, one changeset per movement" if self.settings.transport == "service_layer"
                 else "push_many sends one AddObject per movement (the DI Server has no batch call)",
-                "upsert writes Items and Warehouses by code: one $select lookup per 20 codes, then new records "
+                "upsert writes Items, Warehouses and BinLocations (by BinCode) by code: one $select lookup per 20 "
+                "codes, then new records "
                 "through $batch (one changeset each) and changed ones by PATCH"
                 + (" with If-Match (ETag from the lookup, re-read once on 412)" if self._etags else "")
                 if self.settings.transport == "service_layer"
-                else "upsert writes Items and Warehouses by code: one ExecuteSQL lookup per 20 codes, then "
+                else "upsert writes Items, Warehouses and BinLocations (by BinCode) by code: one ExecuteSQL lookup "
+                     "per 20 codes, then "
                      "AddObject per new record and UpdateObject per changed one (no ETags on the DI Server)",
             ),
         )
@@ -655,7 +666,14 @@ class SapB1Connector(Connector):
     # -- contract: master data ---------------------------------------------------------------
 
     def upsert(self, entity: Entity, records: Sequence[Any]) -> list[Receipt | ConnectorError]:
-        """Create or update Items / Warehouses by code; one result per record, in input order.
+        """Create or update Items / Warehouses / BinLocations by code; one result per record, in order.
+
+        Bin locations (:class:`canonical.Location`) are looked up by ``BinCode`` (unique in the
+        company: the same code in another warehouse is refused, field ``OBIN.BinCode``), created
+        with ``Warehouse`` (through the warehouse map), ``BinCode``, ``Description`` and ``Inactive``
+        (SAP refuses a bin in a warehouse without ``EnableBinLocations``), and PATCHed by their
+        ``AbsEntry`` (description, inactive). Creating bins forgets the connector's cache of bin
+        codes, so the documents pushed next resolve them.
 
         1. Look every code up first (``$filter=ItemCode eq 'A' or …``, 20 codes a request, ``$select``
            only the compared properties); a failure here raises: nothing has been written.
@@ -713,15 +731,25 @@ class SapB1Connector(Connector):
             if row is None:
                 creates.append(write)
                 continue
+            clash = writer.clash(write.record, row, cfg) if writer.clash is not None else None
+            if clash is not None:
+                results[write.index] = Rejected(f"{writer.label} '{write.code}': {clash}",
+                                                record=str(write.record.natural_key),
+                                                details={"field": clash.field, "code": write.code})
+                continue
             changes = writer.changes(write.record, row, cfg)
             if not changes:
                 results[write.index] = self._upserted(writer, write, created=False, status="unchanged")
             else:
                 etag = row.get("@odata.etag")
                 updates.append(_Write(write.index, write.record, write.code, changes,
-                                      etag if self._etags and isinstance(etag, str) else None))
+                                      etag if self._etags and isinstance(etag, str) else None,
+                                      row.get(writer.path_key) if writer.path_key else None))
 
         stopped = self._create_all(writer, creates, results)
+        if entity is Entity.LOCATIONS and any(isinstance(r, Receipt) and r.created for r in results):
+            with self._lock:
+                self._bins = None  # documents resolve bin codes to AbsEntry: read the new ones next time
         for write in updates:
             if stopped is not None:
                 results[write.index] = self._not_sent(writer, write, stopped)
@@ -791,9 +819,10 @@ class SapB1Connector(Connector):
     def _update(self, writer: _Writer, write: _Write) -> Receipt | ConnectorError:
         """PATCH (or UpdateObject) the changed fields; on a 412 re-read once and try again."""
         body, etag = write.body, write.etag
+        key: Any = write.code if write.path is None else write.path
         for attempt in (1, 2):
             try:
-                self.client.update(writer.entity_set, write.code, body, etag=etag)
+                self.client.update(writer.entity_set, key, body, etag=etag)
                 return self._upserted(writer, write, created=False, status="updated")
             except ConnectorError as exc:
                 conflict = exc.vendor_code == CONFLICT_CODE or exc.details.get("status") == 412
@@ -805,7 +834,7 @@ class SapB1Connector(Connector):
                                      vendor_code=exc.vendor_code, record=str(write.record.natural_key),
                                      details={"field": None, "code": write.code})
             try:
-                row = self.client.get_entity(writer.entity_set, write.code)
+                row = self.client.get_entity(writer.entity_set, key)
             except ConnectorError as exc:
                 return self._for_record(writer, write, exc)
             if row is None:

@@ -68,6 +68,9 @@ __all__ = [
     "item_to_balances",
     "item_to_item",
     "item_to_sap",
+    "location_changes",
+    "location_clash",
+    "location_to_sap",
     "movement_to_document",
     "partner_to_partner",
     "sap_datetime",
@@ -472,6 +475,38 @@ def bin_to_location(row: Mapping[str, Any], cfg: MappingConfig) -> Location:
         "name": _text(row, "Description"),
         "active": not _yes(row.get("Inactive")),
     }, units=cfg.units)
+
+
+BIN_COMPARED_FIELDS = ("AbsEntry", "BinCode", "Warehouse", "Description", "Inactive")
+
+
+def location_to_sap(location: Location, cfg: MappingConfig) -> dict[str, Any]:
+    """The ``BinLocations`` body that creates ``location`` in its warehouse (through the warehouse
+    map); the bin code is ours as it is, as :func:`bin_to_location` reads it back."""
+    body = {"Warehouse": cfg.sap_warehouse(location.warehouse), "BinCode": location.code,
+            "Inactive": _flag(not location.active)}
+    if location.name is not None:
+        body["Description"] = location.name
+    return body
+
+
+def location_changes(location: Location, row: Mapping[str, Any], cfg: MappingConfig) -> dict[str, Any]:
+    """The PATCH body that makes the SAP bin ``row`` read back as ``location``; empty when equal."""
+    changes: dict[str, Any] = {}
+    if _text(row, "Description") != location.name:
+        changes["Description"] = location.name
+    if (not _yes(row.get("Inactive"))) != location.active:
+        changes["Inactive"] = _flag(not location.active)
+    return changes
+
+
+def location_clash(location: Location, row: Mapping[str, Any], cfg: MappingConfig) -> MappingError | None:
+    """A bin code is unique in the whole company: the same code in another warehouse is a clash."""
+    warehouse = cfg.sap_warehouse(location.warehouse)
+    if str(row.get("Warehouse")) != warehouse:
+        return MappingError(f"bin code {location.code!r} already belongs to warehouse {row.get('Warehouse')!r}, not "
+                            f"{warehouse!r} (bin codes are unique in the company)", field="OBIN.BinCode")
+    return None
 
 
 _ROLES = {"cSupplier": PartnerRole.supplier, "S": PartnerRole.supplier,

@@ -228,7 +228,7 @@ def test_the_same_code_twice_in_one_call_is_refused_once() -> None:
 
 def test_writable_entities_and_the_rest_refused() -> None:
     caps = connector().capabilities
-    assert caps.writable == {Entity.ITEMS, Entity.WAREHOUSES}
+    assert caps.writable == {Entity.ITEMS, Entity.WAREHOUSES, Entity.LOCATIONS}
     assert any("If-Match" in note for note in caps.notes)
     with pytest.raises(ConfigError):
         connector().upsert(Entity.PARTNERS, [])
@@ -276,3 +276,33 @@ def test_warehouse_mapping_is_the_inverse_of_the_read() -> None:
         wh.model_dump(include={"code", "name", "bin_managed", "active"})
     assert m.warehouse_changes(wh, body, cfg) == {}
     assert m.warehouse_changes(wh.replace(active=False), body, cfg) == {"Inactive": "tYES"}
+
+
+def test_a_bin_is_looked_up_by_bin_code_and_patched_by_its_abs_entry(mocked) -> None:
+    from canonical import Location
+
+    # Given a bin SAP has under AbsEntry 7, with another description
+    add_login(mocked)
+    lookup(mocked, "v2", ["A-01"], [{"AbsEntry": 7, "BinCode": "A-01", "Warehouse": "01", "Description": "old",
+                                     "Inactive": "tNO"}],
+           select="BinCode,AbsEntry,Warehouse,Description,Inactive", entity="BinLocations", key="BinCode")
+    mocked.add(responses.PATCH, f"{root()}/BinLocations(7)", status=204,
+               match=[matchers.body_matcher('{"Description":"一号货架"}')])
+    # When the hub upserts it (warehouse WH01 is SAP's 01)
+    result = connector(warehouse_map={"WH01": "01"}).upsert(
+        Entity.LOCATIONS, [Location(warehouse="WH01", code="A-01", name="一号货架")])
+    # Then the PATCH names the bin by its numeric key
+    assert result[0].status == "updated" and result[0].document_id == "A-01"
+    assert mocked.calls[2].request.url == f"{root()}/BinLocations(7)"
+
+
+def test_bin_mapping_writes_what_the_read_gives_back() -> None:
+    from canonical import Location
+
+    cfg = m.MappingConfig(warehouse_map={"WH01": "01"})
+    loc = Location(warehouse="WH01", code="A-01", name="货架", active=False)
+    body = m.location_to_sap(loc, cfg)
+    assert body == {"Warehouse": "01", "BinCode": "A-01", "Description": "货架", "Inactive": "tYES"}
+    assert m.bin_to_location(body, cfg) == loc
+    assert m.location_changes(loc, body, cfg) == {}
+    assert m.location_clash(loc, {**body, "Warehouse": "02"}, cfg).field == "OBIN.BinCode"

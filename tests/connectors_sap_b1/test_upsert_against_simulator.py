@@ -133,3 +133,57 @@ def test_an_item_changed_by_someone_else_since_its_lookup_is_reread_once(env) ->
     assert sim.company.render("Items", "NEW-001")["ItemName"] == "改名"
     conflicts = sim.calls.count(method="PATCH", operation="Items.PATCH", status=412)
     assert conflicts == (1 if connector.settings.odata_version == "v2" and transport == "service_layer" else 0)
+
+
+def test_bin_locations_create_rerun_update_and_documents_find_them(env) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    from canonical import Location, Movement, MovementKind, MovementLine
+
+    sim, connector, transport = env
+    # Given a bin-managed warehouse, and a document needing its bin read before the bin exists
+    connector.upsert(Entity.WAREHOUSES, [Warehouse(code="WH-BIN", name="货架仓", bin_managed=True)])
+    assert connector._load_bins() == {} or ("WH-BIN", "K-01-01") not in connector._load_bins()
+    bins = [Location(warehouse="WH-BIN", code="K-01-01", name="一号货架"), Location(warehouse="WH-BIN", code="K-01-02")]
+    # When two bins are upserted
+    first = connector.upsert(Entity.LOCATIONS, bins)
+    # Then they are created, and read back as written
+    assert [(r.created, r.status, r.document_id) for r in first] == [(True, "created", "K-01-01"),
+                                                                    (True, "created", "K-01-02")]
+    read = {loc.natural_key: loc for page in connector.read(Entity.LOCATIONS) for loc in page.records}
+    assert read[("WH-BIN", "K-01-01")].name == "一号货架" and read[("WH-BIN", "K-01-02")].active
+    # and running it again writes nothing
+    before = writes(sim, transport)
+    assert [r.status for r in connector.upsert(Entity.LOCATIONS, bins)] == ["unchanged", "unchanged"]
+    assert writes(sim, transport) == before
+    # When a description changes and a bin is made inactive, they are updated by AbsEntry
+    changed = [bins[0].replace(name="一号货架（新）"), bins[1].replace(active=False)]
+    assert [r.status for r in connector.upsert(Entity.LOCATIONS, changed)] == ["updated", "updated"]
+    read = {loc.natural_key: loc for page in connector.read(Entity.LOCATIONS) for loc in page.records}
+    assert read[("WH-BIN", "K-01-01")].name == "一号货架（新）" and not read[("WH-BIN", "K-01-02")].active
+    # And a document into the new bin resolves it (the connector forgot its cache of bin codes)
+    receipt = connector.push(Movement(reference="BIN-1", kind=MovementKind.misc_receipt, document_date=date.today(),
+                                      lines=(MovementLine(line_no=1, sku="TS-001", quantity=Decimal(2), unit="PCS",
+                                                          to_warehouse="WH-BIN", to_bin="K-01-01"),)), key="bin-key-1")
+    assert receipt.created
+
+
+def test_a_bin_is_refused_by_name_in_a_warehouse_without_bins_or_with_a_code_another_warehouse_holds(env) -> None:
+    from canonical import Location
+
+    sim, connector, transport = env
+    connector.upsert(Entity.WAREHOUSES, [Warehouse(code="WH-B1", name="货架仓 1", bin_managed=True),
+                                         Warehouse(code="WH-B2", name="货架仓 2", bin_managed=True)])
+    connector.upsert(Entity.LOCATIONS, [Location(warehouse="WH-B1", code="Z-01")])
+    results = connector.upsert(Entity.LOCATIONS, [Location(warehouse="WH01", code="Y-01"),
+                                                  Location(warehouse="WH-B2", code="Z-01"),
+                                                  Location(warehouse="WH-B2", code="Z-02")])
+    # a warehouse without bin locations: SAP refuses the one record
+    assert isinstance(results[0], Rejected) and "Bin location 'Y-01'" in str(results[0])
+    # the same code in another warehouse: refused before anything is sent, naming the field
+    assert isinstance(results[1], Rejected) and results[1].details["field"] == "OBIN.BinCode"
+    assert "WH-B1" in str(results[1])
+    # the third is created all the same
+    assert isinstance(results[2], Receipt) and results[2].created
+    assert Entity.LOCATIONS in connector.capabilities.writable
