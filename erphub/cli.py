@@ -162,7 +162,7 @@ def sandbox_up(
 
 # Sub-commands live in erphub/commands/, one module each. They are imported here, after `app`
 # and the helpers they use exist; some register themselves on `app`, others bring a Typer.
-from erphub.commands import codemap, errors, status, sync, trial  # noqa: E402
+from erphub.commands import codemap, errors, status, sync, trial, webhook  # noqa: E402
 from erphub.commands import demo, migrate, push, reconcile  # noqa: E402,F401 - register themselves
 
 app.add_typer(sync.sync_app, name="sync")
@@ -170,6 +170,7 @@ app.command("worker")(sync.worker)
 app.add_typer(codemap.app, name="codemap")
 app.add_typer(errors.app, name="errors")
 app.add_typer(trial.app, name="trial")
+app.add_typer(webhook.app, name="webhook")
 app.command("status")(status.status)
 
 if __name__ == "__main__":  # pragma: no cover - `python -m erphub` is the supported spelling

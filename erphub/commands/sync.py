@@ -7,6 +7,7 @@
   Ctrl-C / SIGTERM (or ``--for``). With ``broker.url = "memory://"`` (the default) this one process
   does everything (worker threads inside); with Redis or RabbitMQ it schedules and relays, and
   ``erphub worker`` processes deliver.
+  ``--webhook-port P`` also receives vendor webhooks in this process (``erphub webhook serve``).
 - ``erphub worker [--queues Q …] [--threads N] [--with-scheduler]`` — a dramatiq worker against the
   configured Redis/RabbitMQ broker and (normally PostgreSQL) store.
 
@@ -169,11 +170,17 @@ def run(
     lease_seconds: LeaseSeconds = None,
     metrics_port: MetricsPort = None,
     metrics_host: MetricsHost = "127.0.0.1",
+    webhook_port: Annotated[Optional[int], typer.Option("--webhook-port", min=0, max=65535, help="Also receive "
+                                                        "webhooks on this port (see `erphub webhook serve`).")] = None,
+    webhook_host: Annotated[str, typer.Option("--webhook-host", help="Address for --webhook-port.")] = "127.0.0.1",
 ) -> None:
     """Run the flows on their schedules until Ctrl-C or SIGTERM."""
+    from erphub.commands.webhook import receiver
+
     with _hub(_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
               threads=threads) as hub, _stop_on_signals() as stop, \
-            _metrics(hub.store, metrics_port, metrics_host):
+            _metrics(hub.store, metrics_port, metrics_host), \
+            receiver(hub.store, hub.connections, hub.flows, webhook_port, webhook_host):
         if not hub.flows:
             out.print("no flows configured (see `erphub init`)")
             return
