@@ -5,11 +5,14 @@ Two kinds of figure, kept apart on purpose:
 - **Gauges** come from the store, the record of truth, computed on each scrape by
   :class:`StoreCollector` (:mod:`sync.metrics_store`): every process reports the same numbers,
   a restart loses nothing, and no code path has to remember to update them.
-- **Counters** count events as they happen in this process (runs, records, deliveries, retries).
-  They live in :class:`EventCounters`, in its own ``CollectorRegistry`` (never the global
-  default), and the engine reaches them through the module functions :func:`run_started`,
-  :func:`records`, :func:`run_finished`, :func:`deliveries` and :func:`leases_expired`. Many
-  worker processes each count their own events; Prometheus sums them with ``sum by (...)``.
+- **Counters** count events as they happen in this process (runs, records, deliveries, retries,
+  re-logins). They live in :class:`EventCounters`, in its own ``CollectorRegistry`` (never the
+  global default), and the engine reaches them through the module functions :func:`run_started`,
+  :func:`records`, :func:`run_finished`, :func:`deliveries`, :func:`retried` and
+  :func:`leases_expired`; connector clients report re-logins through :mod:`connectors.observe`,
+  which this module subscribes to. Many worker processes each count their own events; Prometheus
+  sums them with ``sum by (...)``, and ``erphub status --metrics URL`` reads them back
+  (:func:`scrape_counters`).
 
 ============================================  =======  ======================================
 metric                                        type     labels
@@ -20,7 +23,8 @@ metric                                        type     labels
 ``erphub_records_written_total``              counter  connection, entity
 ``erphub_records_failed_total``               counter  connection, entity
 ``erphub_deliveries_total``                   counter  target, outcome
-``erphub_delivery_retries_total``             counter  target, kind
+``erphub_retries_total``                      counter  connection, kind, stage (in_process, requeued)
+``erphub_relogins_total``                     counter  connection
 ``erphub_leases_expired_total``               counter  (none)
 ``erphub_webhooks_received_total``            counter  connection
 ``erphub_webhooks_duplicate_total``           counter  connection
@@ -36,44 +40,61 @@ metric                                        type     labels
 ``erphub_store_scrape_duration_seconds``      gauge    (none)
 ============================================  =======  ======================================
 
-``erphub_delivery_retries_total`` counts deliveries rescheduled for a later attempt (outcomes
-``retry``, ``reconcile``, ``deferred``) by error kind; the quick in-process retries inside
-:meth:`sync.retry.RetryPolicy.call` are not counted. The watermark age is the time since the
+``erphub_retries_total`` counts every retry the engine makes, by connection, error kind and
+stage: ``in_process`` for each quick retry inside one delivery attempt (tenacity's
+``before_sleep`` in :meth:`sync.retry.RetryPolicy.call`, and each row re-sent in a ``push_many``
+batch, :meth:`~sync.retry.RetryPolicy.batch_wait`), and ``requeued`` for each outbox row
+rescheduled for a later attempt (delivery outcomes ``retry``, ``reconcile``, ``deferred``).
+``erphub_relogins_total`` counts the transparent re-logins of connector clients after the vendor
+refused their session (Kingdee ``MsgCode 1``, SAP B1 Service Layer 401 / 301, DI Server 301);
+a first login is not counted. The watermark age is the time since the
 newest source modification the hub has committed: it grows in quiet periods too, so alert on
 the last successful run's age, and read the watermark's to see how far behind the data is.
 
-``erphub worker --metrics-port N`` serves both on ``http://127.0.0.1:N/`` (:func:`serve`).
+``erphub worker``, ``erphub sync run`` and ``erphub sync once`` with ``--metrics-port N`` serve
+both on ``http://127.0.0.1:N/`` (:func:`serve`).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from connectors import observe
+from connectors.redaction import redact_text
 from sync.metrics_store import NOT_SENT, read_snapshot
 from sync.store import ConnectionStatus, Store
 
 log = logging.getLogger("erphub.sync.metrics")
 
 __all__ = [
+    "IN_PROCESS",
+    "REQUEUED",
     "EventCounters",
     "MetricsServer",
+    "RetryFigures",
+    "ScrapedCounters",
     "StoreCollector",
     "counters",
     "deliveries",
     "leases_expired",
     "records",
     "registry_for",
+    "retried",
     "run_finished",
     "run_started",
+    "scrape_counters",
     "serve",
     "use_counters",
     "webhook",
@@ -81,6 +102,10 @@ __all__ = [
 
 #: Delivery outcomes that put a row back for a later attempt (sync.delivery.Outcome values).
 RESCHEDULED = frozenset({"retry", "reconcile", "deferred"})
+#: ``stage`` of ``erphub_retries_total``: a quick retry inside one delivery attempt ...
+IN_PROCESS = "in_process"
+#: ... or an outbox row rescheduled for a later attempt.
+REQUEUED = "requeued"
 
 
 # -- counters (this process's events) -------------------------------------------------------------
@@ -104,8 +129,11 @@ class EventCounters:
                                       ["connection", "entity"], registry=r)
         self.deliveries = Counter("erphub_deliveries", "Outbox rows settled by a delivery, by outcome.",
                                   ["target", "outcome"], registry=r)
-        self.retries = Counter("erphub_delivery_retries", "Deliveries rescheduled for a later attempt, by error "
-                               "kind.", ["target", "kind"], registry=r)
+        self.retries = Counter("erphub_retries", "Retries by connection, error kind and stage (in_process: "
+                               "inside one delivery attempt; requeued: the row rescheduled for a later one).",
+                               ["connection", "kind", "stage"], registry=r)
+        self.relogins = Counter("erphub_relogins", "Transparent re-logins of connector clients after the "
+                                "vendor refused their session.", ["connection"], registry=r)
         self.leases_expired = Counter("erphub_leases_expired", "Outbox rows re-queued by the sweeper because "
                                       "their lease expired (a worker died or hung).", registry=r)
         self.webhooks_received = Counter("erphub_webhooks_received", "Webhook requests received by the intake.",
@@ -181,13 +209,29 @@ def deliveries(results: Iterable[Any]) -> None:
         outcome = str(result.outcome)
         c.deliveries.labels(result.target, outcome).inc()
         if outcome in RESCHEDULED:
-            c.retries.labels(result.target, result.error_kind or "unknown").inc()
+            c.retries.labels(result.target, result.error_kind or "unknown", REQUEUED).inc()
+
+
+@_safely
+def retried(connection: str, kind: str, stage: str = IN_PROCESS, count: int = 1) -> None:
+    """``count`` retries of ``connection`` after an error of ``kind`` (sync.retry.error_kind)."""
+    if count:
+        _current.retries.labels(connection, kind, stage).inc(count)
 
 
 @_safely
 def leases_expired(count: int) -> None:
     if count:
         _current.leases_expired.inc(count)
+
+
+@_safely
+def _observed(event: observe.Event) -> None:
+    if event.kind == observe.RELOGIN:
+        _current.relogins.labels(event.connection).inc()
+
+
+observe.subscribe(_observed)  # once per process: this module is imported once
 
 
 @_safely
@@ -333,3 +377,62 @@ def serve(store: Store, port: int, *, host: str = "127.0.0.1") -> MetricsServer:
     server, thread = started
     log.info("metrics served on %s:%d", host, int(server.server_address[1]))
     return MetricsServer(server, thread)
+
+
+# -- reading the counters of running processes (erphub status --metrics) ---------------------------
+
+
+@dataclass(frozen=True)
+class RetryFigures:
+    connection: str
+    kind: str
+    in_process: int = 0
+    requeued: int = 0
+
+
+@dataclass(frozen=True)
+class ScrapedCounters:
+    """The retry and re-login counters of the processes scraped, added up (each process counts
+    its own events since it started)."""
+
+    scraped: list[str] = field(default_factory=list)                   # endpoints that answered
+    unreachable: list[tuple[str, str]] = field(default_factory=list)   # (endpoint, why)
+    retries: list[RetryFigures] = field(default_factory=list)
+    relogins: dict[str, int] = field(default_factory=dict)             # connection -> re-logins
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scraped": self.scraped, "unreachable": [{"url": u, "error": e} for u, e in self.unreachable],
+                "retries": [asdict(r) for r in self.retries], "relogins": dict(self.relogins)}
+
+
+def scrape_counters(urls: Sequence[str], *, timeout: float = 5.0) -> ScrapedCounters:
+    """GET each Prometheus endpoint in ``urls`` (as served by :func:`serve`) and add up its
+    ``erphub_retries_total`` and ``erphub_relogins_total``. An endpoint that does not answer is
+    listed in ``unreachable``, not raised."""
+    retries: dict[tuple[str, str], dict[str, float]] = {}
+    relogins: dict[str, float] = {}
+    scraped: list[str] = []
+    unreachable: list[tuple[str, str]] = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as answer:
+                text = answer.read().decode("utf-8")
+            families = list(text_string_to_metric_families(text))
+        except (OSError, ValueError) as exc:
+            unreachable.append((url, redact_text(f"{type(exc).__name__}: {exc}")))
+            continue
+        scraped.append(url)
+        for family in families:
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == "erphub_retries_total":
+                    by_stage = retries.setdefault((labels.get("connection", ""), labels.get("kind", "")), {})
+                    stage = labels.get("stage", "")
+                    by_stage[stage] = by_stage.get(stage, 0.0) + sample.value
+                elif sample.name == "erphub_relogins_total":
+                    name = labels.get("connection", "")
+                    relogins[name] = relogins.get(name, 0.0) + sample.value
+    figures = [RetryFigures(connection, kind, in_process=int(by_stage.get(IN_PROCESS, 0)),
+                            requeued=int(by_stage.get(REQUEUED, 0)))
+               for (connection, kind), by_stage in sorted(retries.items())]
+    return ScrapedCounters(scraped, unreachable, figures, {k: int(v) for k, v in sorted(relogins.items())})

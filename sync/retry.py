@@ -19,6 +19,14 @@ Two layers, one :class:`RetryPolicy`:
 
 ``scale`` multiplies every wait the policy invents (never a vendor's ``Retry-After``), so tests
 run the real policy in milliseconds: ``RetryPolicy(scale=0.001)``.
+
+Every in-process retry is counted here, where it is decided: tenacity's ``before_sleep`` hook of
+:meth:`RetryPolicy.call` (one per attempt after the first) and :meth:`RetryPolicy.batch_wait` (one
+per row re-sent in a ``push_many`` batch) call :func:`sync.metrics.retried` with stage
+``in_process``, the connection and the error kind. The connection is the ``connection=`` argument,
+or else the ``name`` of the object whose bound method is called (a connector), or ``unknown``.
+Durable retries (rows re-queued) are counted by :func:`sync.metrics.deliveries` from the
+settled outcomes, as stage ``requeued``.
 """
 from __future__ import annotations
 
@@ -41,6 +49,7 @@ from tenacity import (
 )
 
 from connectors.errors import Action, ConnectorError, RateLimited
+from sync import metrics
 
 log = logging.getLogger("erphub.sync.retry")
 
@@ -49,6 +58,8 @@ T = TypeVar("T")
 #: ``kind`` recorded for an exception that is not a connector error (a bug, or an unexpected
 #: library failure). The request may have gone out, so it is reconciled like ``Ambiguous``.
 INTERNAL = "internal"
+#: The ``connection`` label of a retry whose connection could not be told.
+UNKNOWN_CONNECTION = "unknown"
 
 
 class Verdict(StrEnum):
@@ -132,24 +143,34 @@ class RetryPolicy:
         floor = _retry_after(error)
         return max(backoff, floor) if floor is not None else backoff
 
-    def call(self, fn: Callable[..., T], *args: Any, what: str = "call", **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` with in-process retries; the last error is re-raised as is."""
+    def call(self, fn: Callable[..., T], *args: Any, what: str = "call", connection: str | None = None,
+             **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` with in-process retries; the last error is re-raised as is.
+        ``connection`` labels the retries counted (default: see the module doc)."""
+        label = connection or _connection_of(fn)
+
+        def before_sleep(state: RetryCallState) -> None:
+            kind = error_kind(state.outcome.exception()) if state.outcome else INTERNAL
+            metrics.retried(label, kind, metrics.IN_PROCESS)
+            log.info("%s: %s on attempt %d; retrying in %.3f s", what, kind, state.attempt_number,
+                     state.upcoming_sleep)
+
         retrying = Retrying(  # fresh per call: Retrying keeps per-run state and is not thread-safe
             stop=stop_after_attempt(self.inline_attempts) | stop_before_delay(self.inline_deadline),
             wait=self.inline_wait,
             retry=retry_if_exception(self.retries_inline),
             reraise=True,
             sleep=self.sleep,
-            before_sleep=lambda state: log.info(
-                "%s: %s on attempt %d; retrying in %.3f s", what,
-                error_kind(state.outcome.exception()) if state.outcome else "?", state.attempt_number,
-                state.upcoming_sleep),
+            before_sleep=before_sleep,
         )
         return retrying(fn, *args, **kwargs)
 
-    def batch_wait(self, attempt: int, errors: Sequence[BaseException]) -> float:
+    def batch_wait(self, attempt: int, errors: Sequence[BaseException], *, connection: str | None = None) -> float:
         """In-process wait before re-sending the retryable part of a ``push_many`` batch after its
-        ``attempt``-th try: full jitter, floored by the longest ``Retry-After`` among ``errors``."""
+        ``attempt``-th try: full jitter, floored by the longest ``Retry-After`` among ``errors``.
+        Each of ``errors`` is one row about to be re-sent: counted as an in-process retry."""
+        for error in errors:
+            metrics.retried(connection or UNKNOWN_CONNECTION, error_kind(error), metrics.IN_PROCESS)
         ceiling = min(self.inline_max_wait, self.inline_initial * 2 ** min(attempt, 32)) * self.scale
         wait = self.rng.uniform(0, ceiling)
         floors = [f for f in (_retry_after(e) for e in errors) if f is not None]
@@ -201,6 +222,20 @@ class RetryPolicy:
                         retry_after=floor)
 
 
+def _connection_of(fn: Callable[..., Any]) -> str:
+    """The ``name`` of the object ``fn`` is a bound method of (a connector: its connection name),
+    following ``functools.wraps`` wrappers; ``unknown`` when there is none."""
+    for _ in range(8):  # a wrapper chain is short; never loop on a cyclic __wrapped__
+        name = getattr(getattr(fn, "__self__", None), "name", None)
+        if isinstance(name, str) and name:
+            return name
+        wrapped = getattr(fn, "__wrapped__", None)
+        if wrapped is None:
+            break
+        fn = wrapped
+    return UNKNOWN_CONNECTION
+
+
 def _retry_after(error: BaseException | None) -> float | None:
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return max(0.0, float(error.retry_after))
@@ -221,4 +256,4 @@ def _duration(delta: timedelta) -> str:
     return f"{seconds:.0f} s"
 
 
-__all__ = ["INTERNAL", "Decision", "RetryPolicy", "Verdict", "error_action", "error_kind"]
+__all__ = ["INTERNAL", "UNKNOWN_CONNECTION", "Decision", "RetryPolicy", "Verdict", "error_action", "error_kind"]

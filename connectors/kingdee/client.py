@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
+from connectors import observe
 from connectors.errors import Ambiguous, AuthError, ConfigError, ConnectorError, ContractViolation, RateLimited, \
     Rejected, Transient
 from connectors.http import HttpClient, HttpResponse, excerpt, raise_for_generic_status
@@ -389,6 +390,7 @@ class K3CloudClient:
 
     def _reauthenticate(self) -> None:
         """The one transparent re-login after MsgCode 1."""
+        observe.relogin(self.name, reason="MsgCode 1")
         if self.credentials.auth == "session":
             self.login()
         else:

@@ -66,6 +66,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from connectors import observe
 from connectors.errors import (
     Ambiguous,
     AuthError,
@@ -355,6 +356,7 @@ class ServiceLayerClient:
         with self._lock:
             if self._session is not None and self._session.generation != generation:
                 return
+            observe.relogin(self.name, reason="Service Layer session refused")
             self._login_locked()
 
     def _cookie(self, s: _Session) -> str:

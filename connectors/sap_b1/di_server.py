@@ -66,6 +66,7 @@ import zeep.exceptions
 from lxml import etree
 from zeep.wsdl.utils import etree_to_string
 
+from connectors import observe
 from connectors.errors import (
     Ambiguous,
     AuthError,
@@ -551,6 +552,7 @@ class DiServerClient:
         with self._lock:
             if self._session is not None and self._session.generation != generation:
                 return
+            observe.relogin(self.name, reason="DI Server session refused")
             self._login_locked()
 
     def logout(self) -> None:

@@ -5,7 +5,13 @@ age of the oldest row not delivered yet, the error queue's open and retrying ent
 connection and kind, and per connection and entity the last pull run, the last successful one
 and the watermark. ``--format json`` prints the same figures as one JSON object (ages in
 seconds). The same figures are Prometheus gauges on ``erphub worker --metrics-port``.
-Messages stored in the store are redacted when written; nothing here prints a secret.
+
+Retries and re-logins are events counted by the processes that make them, not the store: with
+``--metrics URL`` (repeatable, or ``$ERPHUB_METRICS_URL``, space-separated) status reads them
+from those processes' ``--metrics-port`` endpoints and adds two tables — retries by connection
+and error kind (in process / re-queued) and re-logins by connection — summed over the endpoints
+(``counters`` in JSON). An endpoint that does not answer is named on stderr; the rest is still
+printed. Messages stored in the store are redacted when written; nothing here prints a secret.
 """
 from __future__ import annotations
 
@@ -27,21 +33,38 @@ FORMATS = ("text", "json")
 def status(
     ctx: typer.Context,
     format_: Annotated[str, typer.Option("--format", help="text (tables) or json.")] = "text",
+    metrics: Annotated[list[str] | None, typer.Option(
+        "--metrics", envvar="ERPHUB_METRICS_URL", metavar="URL", help="Also show the retries and re-logins counted by the "
+        "process serving Prometheus metrics here (e.g. http://127.0.0.1:9464/ of `erphub worker "
+        "--metrics-port 9464`); repeat for several processes.")] = None,
 ) -> None:
     """Show connections, the outbox, the error queue and the last runs, from the store."""
     if format_ not in FORMATS:
         raise typer.BadParameter(f"one of {', '.join(FORMATS)}", param_hint="--format")
+    from sync.metrics import scrape_counters
     from sync.metrics_store import read_snapshot
     from sync.store import Store
 
     with Store.open(_settings(ctx).store.url) as store:
         store.upgrade()
         snapshot = read_snapshot(store, include_sent=True)
+    counters = scrape_counters([_endpoint(m) for m in metrics]) if metrics else None
+    for url, why in counters.unreachable if counters else []:
+        err.print(f"metrics endpoint {url} did not answer: {why}", markup=False, highlight=False)
     if format_ == "json":
-        sys.stdout.write(json.dumps(snapshot.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        data = snapshot.to_dict()
+        if counters is not None:
+            data["counters"] = counters.to_dict()
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         return
-    for table in _tables(snapshot):
+    for table in _tables(snapshot) + (_counter_tables(counters) if counters is not None else []):
         out.print(table)
+
+
+def _endpoint(value: str) -> str:
+    """``host:port`` is short for ``http://host:port/``."""
+    value = value.strip()
+    return value if "://" in value else f"http://{value.rstrip('/')}/"
 
 
 def _settings(ctx: typer.Context) -> Any:
@@ -97,6 +120,23 @@ def _tables(s: Any) -> list[Table]:
         runs.add_row(r.connection, r.entity, last, _when(r.last_started_at), success, watermark,
                      r.last_error if r.last_status != "succeeded" and r.last_error else "")
     return [connections, outbox, errors, runs]
+
+
+def _counter_tables(c: Any) -> list[Table]:
+    processes = f"{len(c.scraped)} process(es), since each started"
+    retries = Table(title=f"retries ({processes})")
+    retries.add_column("connection")
+    retries.add_column("kind")
+    retries.add_column("in process", justify="right")
+    retries.add_column("re-queued", justify="right")
+    for r in c.retries:
+        retries.add_row(r.connection, r.kind, str(r.in_process), str(r.requeued))
+    relogins = Table(title=f"re-logins ({processes})")
+    relogins.add_column("connection")
+    relogins.add_column("re-logins", justify="right")
+    for name, count in c.relogins.items():
+        relogins.add_row(name, str(count))
+    return [retries, relogins]
 
 
 def _when(value: datetime | None) -> str:

@@ -10,14 +10,19 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors import observe
+from connectors.errors import Rejected, Transient
 from sync import metrics
 from sync.delivery import pause_connection
 from sync.pull import pull
+from sync.retry import RetryPolicy
 from sync.store import Store
 from tests.conformance.kit import movement
-from tests.sync.conftest import KINGDEE, REFERENCE
+from tests.sync.conftest import KINGDEE, REFERENCE, _target
 from tests.sync.test_delivery_history import History, drain, fast_policy
-from tests.sync.test_faults import poison_issue
+from tests.sync.test_faults import KINGDEE_SESSION, SAP_B1, poison_issue, receipts
+
+SAP_B1_DI = _target("tests.conformance.targets.sap_b1", "sap_b1-di")
 
 
 @pytest.fixture
@@ -93,9 +98,103 @@ def test_a_transient_failure_counts_as_a_retry(store, systems, counters) -> None
     samples = parse(generate_latest(counters.registry).decode())
     # Then one delivery was rescheduled (kind transient) and the next one sent the row
     assert value(samples, "erphub_deliveries_total", target="ref", outcome="retry") == 1
-    assert value(samples, "erphub_delivery_retries_total", target="ref", kind="transient") == 1
+    assert value(samples, "erphub_retries_total", connection="ref", kind="transient", stage="requeued") == 1
+    assert value(samples, "erphub_retries_total", connection="ref", kind="transient", stage="in_process") is None
     assert value(samples, "erphub_deliveries_total", target="ref", outcome="sent") == 1
     history.check().assert_clean()
+
+
+def test_in_process_retries_are_counted_by_connection_and_kind(store, systems, counters) -> None:
+    # Given the reference ERP answers the next two requests with 503, and three tries per call
+    running = systems(ref=REFERENCE)
+    history = History(store, running)
+    history.enqueue([movement("purchase_receipt", lines=[("TS-001", "1")])], ["ref"])
+    running.sims["ref"].faults.set({"errors": [{"status": 503, "max_count": 2}]})
+    # When a worker delivers until nothing is left
+    results = drain(store, running.connections, fast_policy(inline_attempts=3))
+    samples = parse(generate_latest(counters.registry).decode())
+    fired = running.sims["ref"].faults.fired()["errors[0]"]
+    # Then the row went out within its one delivery attempt, and each 503 cost one in-process
+    # retry, labelled with the connection (the name delivery gives, or else the connector's own:
+    # this test harness builds connectors without the connection name); nothing was re-queued
+    assert [r.outcome for r in results] == ["sent"] and results[0].attempts == 1
+    assert fired == 2
+    in_process = {dict(labels)["connection"]: v for (name, labels), v in samples.items()
+                  if name == "erphub_retries_total" and dict(labels)["stage"] == "in_process"
+                  and dict(labels)["kind"] == "transient"}
+    assert sum(in_process.values()) == fired
+    assert set(in_process) <= {"ref", running.connections.connector("ref").name}
+    assert value(samples, "erphub_retries_total", connection="ref", kind="transient", stage="requeued") is None
+    history.check().assert_clean()
+
+
+def test_every_retry_of_retry_policy_call_is_counted(counters) -> None:
+    # Given a connector-like object whose call fails twice with Transient, then succeeds
+    class Flaky:
+        name = "kd"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def push(self) -> str:
+            self.calls += 1
+            if self.calls < 3:
+                raise Transient("503")
+            return "ok"
+
+    policy = RetryPolicy(scale=0.001, inline_attempts=5, sleep=lambda _s: None)
+    flaky = Flaky()
+    # When it is called through the policy: its connection is the bound method's owner ...
+    assert policy.call(flaky.push) == "ok"
+    # ... or the one named by the caller (a wrapped function has no owner)
+    other = Flaky()
+    assert policy.call(lambda: other.push(), connection="sap") == "ok"
+    # And a batch re-sends two rows after one transient and one rate-limited answer
+    policy.batch_wait(1, [Transient("503"), Transient("timeout")], connection="sap")
+    # And a refused call is not retried at all
+    with pytest.raises(Rejected):
+        policy.call(lambda: (_ for _ in ()).throw(Rejected("no")), connection="kd")
+    samples = parse(generate_latest(counters.registry).decode())
+    # Then each attempt after the first counts once, under its connection
+    assert flaky.calls == 3 and other.calls == 3
+    assert value(samples, "erphub_retries_total", connection="kd", kind="transient", stage="in_process") == 2
+    assert value(samples, "erphub_retries_total", connection="sap", kind="transient", stage="in_process") == 4
+    assert value(samples, "erphub_retries_total", connection="kd", kind="rejected", stage="in_process") is None
+
+
+@pytest.mark.parametrize("target", [KINGDEE_SESSION, SAP_B1, SAP_B1_DI], ids=lambda t: t.name)
+def test_each_transparent_relogin_is_counted(store, systems, counters, target) -> None:
+    # Given a target logged in once
+    running = systems(erp=target)
+    sim = running.sims["erp"]
+    login = target.extras["login_operation"]
+    history = History(store, running)
+    connector = running.connections.connector("erp")
+    connector.check()
+    logins_before = len(sim.calls.list(operation=login))
+    # When the vendor drops every session before each of two deliveries
+    for wave in range(2):
+        history.enqueue(receipts(3, qty=str(wave + 1)), ["erp"])
+        sim.expire_sessions()
+        drain(store, running.connections, fast_policy())
+    samples = parse(generate_latest(counters.registry).decode())
+    # Then each expiry cost one re-login, and each re-login was counted once (the first login
+    # was not), labelled with the name the connector gave its client (the connection name when
+    # built from a configuration)
+    assert len(sim.calls.list(operation=login)) - logins_before == 2
+    assert value(samples, "erphub_relogins_total", connection=connector.name) == 2
+    history.check().assert_clean()
+
+
+def test_connector_events_reach_only_current_listeners(counters) -> None:
+    seen: list[observe.Event] = []
+    unsubscribe = observe.subscribe(seen.append)
+    observe.relogin("kd", reason="MsgCode 1")
+    unsubscribe()
+    observe.relogin("kd", reason="MsgCode 1")
+    assert seen == [observe.Event(observe.RELOGIN, "kd", "MsgCode 1")]
+    samples = parse(generate_latest(counters.registry).decode())
+    assert value(samples, "erphub_relogins_total", connection="kd") == 2  # sync.metrics listens throughout
 
 
 def test_pull_runs_records_and_watermark(store, systems, counters) -> None:
@@ -185,3 +284,5 @@ def test_counting_never_breaks_the_work(monkeypatch) -> None:
         metrics.run_started("kd", "items", "full")
         metrics.deliveries([object()])
         metrics.leases_expired(2)
+        metrics.retried("kd", "transient")
+        observe.relogin("kd")
