@@ -13,7 +13,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "kingdee": "connectors.kingdee",
     "sap_b1": "connectors.sap_b1",
     # "yonyou": "connectors.yonyou",
-    # "jiandaoyun": "connectors.jiandaoyun",
+    "jiandaoyun": "connectors.jiandaoyun",
 }
 
 _registry: dict[str, type[Connector]] = {}

@@ -9,6 +9,7 @@ from tests.conformance.target import ConformanceTarget
 TARGET_MODULES: list[str] = [
     "tests.conformance.targets.kingdee",
     "tests.conformance.targets.sap_b1",
+    "tests.conformance.targets.jiandaoyun",
 ]
 
 
