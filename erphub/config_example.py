@@ -99,15 +99,32 @@ format = "text"
 # The account set (数据源) sequence number.
 #ds_sequence = 1
 
-# Jiandaoyun (简道云), API v5. Forms differ per tenant: the connector maps through a per-tenant
-# mapping of form ids and widgets.
+# Jiandaoyun (简道云), API v5. Forms differ per tenant: name each form by its entry id and its
+# fields by alias, widget ID (_widget_...) or label; the connector resolves them through
+# widget/list. The defaults are the reference inventory app: 物料, 仓库, 出入库单 (明细 subform)
+# and 库存台账 with their labels.
 #[connections.jdy_prod]
 #platform = "jiandaoyun"
 #url = "https://api.jiandaoyun.com/api"
 #api_key = { env = "JIANDAOYUN_API_KEY" }
 #app_id = "5e0dca0cc9a2790006c11e02"
-# Jiandaoyun allows 50 requests a second per company across all keys.
-#rate_limit_per_second = 20
+# Zone of date-only values (a document date is stored as local midnight).
+#timezone = "Asia/Shanghai"
+# Secret of the forms' data push (数据推送); pushes older than this many seconds are refused.
+#webhook_secret = { env = "JIANDAOYUN_WEBHOOK_SECRET" }
+#webhook_max_age_seconds = 300
+# Client-side calls per second per endpoint class; Jiandaoyun allows 30/20/10 and 50 a second per
+# company across all keys.
+#rate_limits = { read = 25, write = 15, batch = 8, company = 45 }
+#[connections.jdy_prod.items]
+#entry_id = "56fcab0f02c4675e3fe9694a"
+#sku = "物料编码"
+#[connections.jdy_prod.movements]
+#entry_id = "56fcab0f02c4675e3fe9694c"
+# The text field that carries erphub's idempotency key.
+#key = "外部单号"
+#[connections.jdy_prod.ledger]
+#entry_id = "56fcab0f02c4675e3fe9694d"
 
 # ----------------------------------------------------------------------------------------------
 # Flows: what moves where, and how often. Each [[flows]] entry has
