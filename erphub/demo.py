@@ -12,9 +12,10 @@ It never imports the sandbox. The phases, each timed:
    as ``{ env = ... }`` references set for this process only, the store ``DIR/erphub-demo.db``
    recreated each run, the in-process broker, a master-data and a movements flow), read back with
    :func:`erphub.config.load` like any configuration.
-3. **migration** Kingdee → SAP B1 (:func:`sync.migrate.migrate`: warehouses, items, opening
-   balances, in batches, ending with its reconciliation). SAP B1's bin locations are set up
-   right after its warehouses are created: the contract cannot write bin locations.
+3. **migration** Kingdee → SAP B1 (:func:`sync.migrate.migrate`: warehouses, bin locations,
+   items, opening balances, in batches, ending with its reconciliation). The Kingdee connector
+   cannot list bin locations, so the migration takes the bins its balances name in the
+   bin-managed warehouse (every bin of the demo company holds stock) and creates them in SAP B1.
 4. **continuous sync**: a paced "business" (:mod:`erphub.demo_business`) posts the standard
    processes into Kingdee through the Kingdee connector while :meth:`sync.runner.Hub.run` pulls
    them and delivers them to SAP B1. Midway SAP B1 loses the answer of a few committed
@@ -224,7 +225,7 @@ def run_demo(sandbox: DemoSandbox, options: DemoOptions, console: Console | None
             store.upgrade()
             with Connections(store, settings.connections) as connections:
                 with phase("migration"):
-                    _migrate(store, connections, settings, sap_admin, company, out_dir, console, result)
+                    _migrate(store, connections, settings, out_dir, console, result)
                 with phase("sync"):
                     _sync(store, connections, settings, company, kd_admin, sap_admin, options, console, result)
                 with phase("reconcile"):
@@ -342,32 +343,22 @@ def _configure(out_dir: Path, sandbox: DemoSandbox, console: Console) -> Any:
 # --- 3. migration -----------------------------------------------------------------------------
 
 
-def _migrate(store: Any, connections: Any, settings: Any, sap: Admin, company: Any, out_dir: Path,
-             console: Console, result: DemoResult) -> None:
+def _migrate(store: Any, connections: Any, settings: Any, out_dir: Path, console: Console,
+             result: DemoResult) -> None:
     from erphub.commands.migrate import _Bars, write_report
     from sync.migrate import MigrateOptions, migrate
     from sync.migrate_workspace import Workspace
 
-    bins = [{"Warehouse": w["code"], "BinCode": b} for w in company.warehouses for b in w["bins"]]
-    bins_done: list[int] = []
     progress = Progress(SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(),
                         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console)
     bars = _Bars(progress, False)
-
-    def on_progress(phase: str, counts: Any) -> None:
-        bars(phase, counts)
-        if phase == "warehouses" and counts.done and not bins_done:
-            # the warehouses exist in SAP B1 now; their bin locations are company set-up that the
-            # connector contract cannot write, so the demo creates them through the simulator
-            sap.seed({"BinLocations": bins})
-            bins_done.append(len(bins))
 
     directory = out_dir / "migration"
     directory.mkdir(exist_ok=True)
     with Workspace() as ws:
         with progress:
             migration = migrate(store, connections, MigrateOptions(source=SOURCE, target=TARGET, deliver_timeout=120),
-                                on_progress=on_progress, rules=settings.codemap, workspace=ws)
+                                on_progress=bars, rules=settings.codemap, workspace=ws)
         md = write_report(directory / "migration.md", migration, ws)
         js = write_report(directory / "migration.json", migration, ws)
     result.reports.update(migration=md[0], migration_json=js[0])
@@ -377,13 +368,14 @@ def _migrate(store: Any, connections: Any, settings: Any, sap: Admin, company: A
         migration_run=migration.run_id,
         items_migrated=phases["items"].written + phases["items"].unchanged,
         warehouses_migrated=phases["warehouses"].written + phases["warehouses"].unchanged,
-        bins_set_up=bins_done[0] if bins_done else 0,
+        bins_migrated=phases["locations"].written + phases["locations"].unchanged,
         opening_lines=phases["balances"].written, opening_documents=phases["balances"].movements,
         migration_seconds=round(migration.seconds, 2),
         migration_matched_positions=rec.balances.matched if rec is not None and rec.balances else 0,
     )
     console.print(f"migrated {result.figures['items_migrated']:,} items, {result.figures['warehouses_migrated']} "
-                  f"warehouses and {result.figures['opening_lines']:,} opening-balance lines in "
+                  f"warehouses, {result.figures['bins_migrated']} bin locations and "
+                  f"{result.figures['opening_lines']:,} opening-balance lines in "
                   f"{result.figures['opening_documents']} documents; reconciliation: "
                   f"{'MATCH' if rec is not None and rec.ok else 'DIFFERENT'}"
                   + (f" ({rec.balances.matched:,} positions)" if rec is not None and rec.balances else ""),
@@ -643,7 +635,7 @@ def index_document(result: DemoResult) -> Any:
     headline = [
         ["items migrated", f"{f.get('items_migrated', 0):,}",
          f"{f.get('skus', 0):,} SKUs in sizes and colours, {f.get('lot_managed', 0)} lot-managed fabrics"],
-        ["warehouses migrated", f"{f.get('warehouses_migrated', 0)}", f"{f.get('bins_set_up', 0)} bin locations set up"],
+        ["warehouses migrated", f"{f.get('warehouses_migrated', 0)}", f"{f.get('bins_migrated', 0)} bin locations migrated"],
         ["opening-balance lines", f"{f.get('opening_lines', 0):,}", f"in {f.get('opening_documents', 0)} documents"],
         ["movements synced", f"{f.get('movements_synced', 0):,}",
          f"of {f.get('business_documents', 0):,} documents posted in Kingdee during the sync"],

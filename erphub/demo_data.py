@@ -1,7 +1,7 @@
 """The demo company: an apparel e-commerce business, generated deterministically.
 
-About 2,000 SKUs (styles × colours × sizes), three warehouses (one with bins), fabric rolls that
-are lot-managed, suppliers and customers, and opening stock. It is produced as the
+About 2,000 SKUs (styles × colours × sizes), three warehouses (one with bins, each of which holds
+stock), fabric rolls that are lot-managed, suppliers and customers, and opening stock. It is produced as the
 vendor-neutral seed JSON every simulator understands (``{"world": {...}}`` on
 ``POST /_admin/seed``), so this module needs nothing from the sandbox.
 """
@@ -93,7 +93,7 @@ def apparel_company(target_skus: int = 2000, *, seed: int = 2026) -> DemoCompany
             if rng.random() < 0.55:  # not every SKU is stocked everywhere
                 bins = warehouse["bins"]
                 balances.append({"sku": item["sku"], "warehouse": warehouse["code"],
-                                 "bin": bins[rng.randrange(2)] if bins else None, "lot": None,
+                                 "bin": bins[rng.randrange(len(bins))] if bins else None, "lot": None,
                                  "qty": str(rng.randrange(1, 240))})
     return DemoCompany(items=items, warehouses=[dict(w) for w in WAREHOUSES], partners=[dict(p) for p in PARTNERS],
                        balances=balances)

@@ -1,15 +1,22 @@
-"""Migration: items, warehouses and opening balances from one system into another (DESIGN.md §1, §5).
+"""Migration: items, warehouses, bin locations and opening balances from one system into another
+(DESIGN.md §1, §5).
 
 ``migrate(store, connections, MigrateOptions(source="kd", target="sap"))`` runs the phases in order,
 each streaming page by page (memory stays flat however large the source):
 
-1. **warehouses**, then **items**: a page is read from the source (``connector.read``), each code
-   is translated source → canonical → target through :mod:`sync.codemap`, and the records are
-   written with ``target.upsert`` in batches (``batch`` or the target's ``capabilities.max_batch``;
-   a target without a bulk endpoint gets the page and splits it itself). Upsert is idempotent by
-   nature: a page written twice (after a crash) creates nothing twice. Each written record is
-   bound in the target's ``id_map``. A target that cannot write warehouses must hold them
-   already; the migration checks that instead.
+1. **warehouses**, **locations**, then **items**: a page is read from the source
+   (``connector.read``), each code is translated source → canonical → target through
+   :mod:`sync.codemap`, and the records are written through the shared
+   :class:`sync.master_writer.MasterWriter` (``target.upsert`` in batches of ``batch`` or the
+   target's ``capabilities.max_batch``, under the retry policy, a batch refused as a whole tried
+   record by record). Upsert is idempotent by nature: a page written twice (after a crash)
+   creates nothing twice. Each written item and warehouse is bound in the target's ``id_map``. A
+   target that cannot write warehouses must hold them already; the migration checks that instead.
+   Bin locations (``WH/BIN``, the warehouse code translated, the bin code as it is) come from
+   ``read(Entity.LOCATIONS)`` where the source has it, else from the bins its balances name in
+   its bin-managed warehouses. A target that cannot write them is checked instead: a bin it does
+   not hold is an error, and the stock on it is left out of the documents and reported; a target
+   that cannot list them either gets a warning per bin (the stock is sent as it is).
 2. **balances**: ``read_balances(warehouse=...)`` for each of the source's warehouses, page by
    page, becomes opening stock in the target: the lines of a page (in chunks of
    ``lines_per_movement``) make one count-gain movement (or a misc receipt when the target lacks
@@ -20,8 +27,8 @@ each streaming page by page (memory stays flat however large the source):
 3. **deliver**: the run's outbox rows are delivered through :func:`sync.delivery.deliver_due`
    until none is outstanding (rejections are dead-lettered by delivery, as always).
 4. **reconcile**: fresh balance snapshots of both sides (:func:`sync.pull.pull_balances`, codes
-   translated to canonical ones) and the item and warehouse code sets of both sides are compared
-   exactly: matched / missing / different (see :mod:`sync.migrate_reconcile`).
+   translated to canonical ones) and the item, warehouse and bin code sets of both sides are
+   compared exactly: matched / missing / different (see :mod:`sync.migrate_reconcile`).
 
 Checkpoints: one ``sync_run`` row (mode ``migrate``, entity ``migration``, connection = the target)
 holds the whole plan and position as JSON in ``resume_token``: the phase, the source's resume
@@ -33,7 +40,7 @@ plan (source, target, entities, batch, document date) comes from the run, not fr
 Bad records never stop a run: each is recorded as a :class:`~sync.migrate_workspace.Problem` (for
 the report) and, on a real run, in the error queue (source mapping problems on the source
 connection, upsert refusals on the target, kind ``mapping``/``rejected``); the rest migrates. A
-balance of an item or warehouse that failed (an open error-queue entry) is left out of its movement
+balance of an item, warehouse or bin that failed (an open error-queue entry) is left out of its movement
 and reported, so one bad item does not sink a whole document.
 
 ``dry_run=True`` reads the source (and, read-only, the target's items and warehouses), maps and
@@ -92,7 +99,7 @@ __all__ = ["ENTITIES", "MigrateOptions", "MigrationResult", "PhaseCounts", "Prob
 
 log = logging.getLogger("erphub.sync.migrate")
 
-ENTITIES = ("warehouses", "items", "balances")
+ENTITIES = ("warehouses", "locations", "items", "balances")
 RUN_ENTITY = "migration"
 DEFAULT_LINES = 100
 #: Leases of the migration's own deliveries; a resumed run waits at most this long for the rows a
@@ -210,6 +217,7 @@ class _Migration:
         self.started = time.monotonic()
         self._pending: list[tuple[Problem, int, Any, str]] = []
         self._dry_warehouses: set[str] | None = None  # target codes a dry run knows will exist
+        self._dry_missing_bins: set[str] = set()  # canonical "WH/BIN" a dry run knows will be missing
 
     # -- plan and run row ------------------------------------------------------------------------
 
@@ -439,6 +447,104 @@ class _Migration:
     def _phase_warehouses(self, counts: PhaseCounts) -> None:
         self._master("warehouses", counts)
 
+    def _phase_locations(self, counts: PhaseCounts) -> None:
+        """Bin locations, after the warehouses (a bin needs its warehouse) and before the balances
+        (a document names its bins): read from the source when it reads ``Entity.LOCATIONS``, else
+        the bins its balances name in its bin-managed warehouses. Written where the target can
+        write them; otherwise checked against the target's own (missing: an error, and the stock
+        on them is left out of the documents), or, when the target cannot list them either,
+        reported as a warning each (their stock is sent as it is)."""
+        writable = Entity.LOCATIONS in self.target.capabilities.writable
+        existing: set[tuple[str, str]] | None = None
+        if (self.dry_run or not writable) and Entity.LOCATIONS in self.target.capabilities.entities:
+            existing = {(b.warehouse, b.code) for page in self.target.read(Entity.LOCATIONS) for b in page.records}
+        if Entity.LOCATIONS in self.source.capabilities.entities:
+            for page in self._pages("locations", lambda **kw: self.source.read(Entity.LOCATIONS, **kw)):
+                self._locations(page.records, page.errors, page.resume, counts, writable, existing)
+                if page.resume is None:
+                    break
+            return
+        if not self.source.capabilities.balances:
+            log.info("migration %d: %s reads neither bin locations nor balances; no bins to migrate", self.run_id,
+                     self.state["source"])
+            return
+        for warehouse in self._source_warehouses(bin_managed=True):
+            if warehouse in self.state.setdefault("loc_wh_done", []):
+                continue
+            for page in self._pages(f"locations:{warehouse}", self.source.read_balances, warehouse=warehouse):
+                bins = []
+                for key in self.ws.first_seen("locations", (f"{b.warehouse}/{b.bin}" for b in page.records if b.bin)):
+                    wh, _, code = key.partition("/")
+                    try:
+                        bins.append(canonical.Location(warehouse=wh, code=code))
+                    except (RecordInvalid, ValidationError, ValueError) as exc:
+                        self._report(Problem("locations", "locations", key, _message(exc),
+                                             field=_field_of(exc) or "bin"), connection_id=self.source_id)
+                        counts.failed += 1
+                self._locations(bins, (), page.resume, counts, writable, existing)
+                if page.resume is None:
+                    break
+            self.state["loc_wh_done"].append(warehouse)
+            if not self.dry_run:
+                self._checkpoint()
+
+    def _locations(self, records: Sequence[canonical.Location], errors: Sequence[Any], resume: str | None,
+                   counts: PhaseCounts, writable: bool, existing: set[tuple[str, str]] | None) -> None:
+        """One page of source bins: translate the warehouse codes, write or check, commit the page."""
+        first = counts.read + 1
+        counts.read += len(records) + len(errors)
+        target = self.state["target"]
+        for n, error in enumerate(errors):
+            self._report(Problem("locations", "locations", error.record_key, f"cannot read it: {error.message}",
+                                 field=error.field, position=first + len(records) + n),
+                         connection_id=self.source_id, raw=error.raw)
+            counts.failed += 1
+        ready: list[tuple[int, str, Any]] = []  # (position, canonical "WH/BIN", bin in the target's codes)
+        with self.store.session() as session:
+            whs = codemap.to_canonicals(session, self.source_id, "warehouses", {b.warehouse for b in records},
+                                        rules=self.rules)
+            to_target = self._to_target(session, "warehouses", [c for c in whs.values() if c])
+        for n, location in enumerate(records):
+            position, wh = first + n, whs.get(location.warehouse)
+            key = f"{wh or location.warehouse}/{location.code}"
+            target_wh = to_target.get(wh) if wh else None
+            if target_wh is None:
+                self._report(Problem("locations", "locations", key, f"the code map has no code for warehouse "
+                                     f"{location.warehouse!r}", field="warehouse", position=position),
+                             connection_id=self.source_id, raw=location.model_dump(mode="json"))
+                counts.failed += 1
+                self._dry_missing_bins.add(key)
+                continue
+            mapped = location if target_wh == location.warehouse else location.replace(warehouse=target_wh)
+            if writable and not self.dry_run:
+                ready.append((position, key, mapped))
+            elif existing is not None and (mapped.warehouse, mapped.code) in existing:
+                counts.unchanged += 1
+            elif writable:
+                counts.written += 1  # would be created
+            elif existing is not None:
+                self._report(Problem("locations", "locations", key,
+                                     f"bin {mapped.code!r} of warehouse {mapped.warehouse!r} does not exist in {target}, "
+                                     "which cannot create bin locations; create it there first (the stock on it is "
+                                     "left out of the opening balances until then)", field="code", position=position),
+                             connection_id=self.target_id, raw=mapped.model_dump(mode="json"))
+                counts.failed += 1
+                self._dry_missing_bins.add(key)
+            else:
+                self.ws.add(Problem("locations", "locations", key,
+                                    f"{target} can neither create nor list bin locations: bin {mapped.code!r} of "
+                                    f"warehouse {mapped.warehouse!r} must exist there already (the stock on it is "
+                                    "sent as it is)", field="code", position=position, severity="warning"))
+        written = self._write("locations", Entity.LOCATIONS, ready, counts) if ready else []
+        counts.pages += 1
+        if not self.dry_run:
+            with self.store.session(write=True) as session:
+                self._flush(session)
+                self._bind(session, "locations", written)
+                self.state["token"] = resume
+                self._checkpoint(session)
+        self.on_progress("locations", counts)
+
     def _phase_items(self, counts: PhaseCounts) -> None:
         if self.dry_run:
             self._index_target_items()
@@ -611,11 +717,12 @@ class _Migration:
 
     def _bind(self, session: Session, phase: str, written: list[tuple[str, str]]) -> None:
         """Bind what was written in the target's id map; resolve the records' open errors."""
-        if written:
+        if written and phase != "locations":  # bins have no id-map entries: their warehouse is mapped
             _, conflicts = bind_many(session, self.target_id, phase, [Binding(c, t, t) for c, t in written])
             for conflict in conflicts:
                 self._report(Problem(phase, phase, conflict.wanted.canonical_id, str(conflict),
                                               field=conflict.field), connection_id=self.target_id)
+        if written:
             record_written(session, connection_ids=(self.target_id, self.source_id), entity=phase,
                            record_keys=[c for c, _ in written], by="migrate")
 
@@ -623,7 +730,7 @@ class _Migration:
 
     def _phase_balances(self, counts: PhaseCounts) -> None:
         kind = self._opening_kind()
-        failed_items, failed_warehouses = self._failed_codes()
+        failed = self._failed_codes()
         if self.dry_run and self._dry_warehouses is None:
             self._dry_warehouses = {w.code for page in self.target.read(Entity.WAREHOUSES) for w in page.records}
         # warehouse by warehouse, so each page makes (at most) one document of up to a page of lines
@@ -632,7 +739,7 @@ class _Migration:
                 continue
             for page in self._pages(f"balances:{warehouse}", self.source.read_balances, warehouse=warehouse):
                 with self.store.session() as session:
-                    movements = self._balance_page(session, page, counts, kind, failed_items, failed_warehouses)
+                    movements = self._balance_page(session, page, counts, kind, *failed)
                 counts.pages += 1
                 if not self.dry_run:
                     with self.store.session(write=True) as session:
@@ -649,21 +756,23 @@ class _Migration:
             if not self.dry_run:
                 self._checkpoint()
 
-    def _source_warehouses(self) -> list[str]:
-        """The source's warehouse codes, sorted (a few; read again on resume, same order)."""
+    def _source_warehouses(self, *, bin_managed: bool = False) -> list[str]:
+        """The source's warehouse codes (the bin-managed ones only if asked), sorted (a few; read
+        again on resume, same order)."""
         codes: set[str] = set()
         for page in self.source.read(Entity.WAREHOUSES):
-            codes.update(w.code for w in page.records)
+            codes.update(w.code for w in page.records if w.bin_managed or not bin_managed)
             if page.resume is None:
                 break
         return sorted(codes)
 
-    def _failed_codes(self) -> tuple[set[str], set[str]]:
-        """Canonical codes of items and warehouses with an open error-queue entry (they are not in
-        the target): their balances are reported instead of sinking a whole document."""
+    def _failed_codes(self) -> tuple[set[str], set[str], set[str]]:
+        """Canonical codes of items, warehouses and bins (``WH/BIN``) with an open error-queue entry
+        (they are not in the target): their balances are reported instead of sinking a whole
+        document. A dry run knows only the bins it found missing itself."""
         if self.dry_run:
-            return set(), set()
-        out: dict[str, set[str]] = {"items": set(), "warehouses": set()}
+            return set(), set(), set(self._dry_missing_bins)
+        out: dict[str, set[str]] = {"items": set(), "warehouses": set(), "locations": set()}
         with self.store.session() as session:
             for entity, key in session.execute(select(ErrorQueue.entity, ErrorQueue.record_key).where(
                     ErrorQueue.connection_id.in_((self.source_id, self.target_id)),
@@ -671,11 +780,11 @@ class _Migration:
                     ErrorQueue.status.in_((ErrorStatus.OPEN, ErrorStatus.RETRYING)))):
                 if key:
                     out[entity].add(key)
-        return out["items"], out["warehouses"]
+        return out["items"], out["warehouses"], out["locations"]
 
     def _balance_page(self, session: Session, page: Page[StockBalance], counts: PhaseCounts,
-                      kind: MovementKind | None, failed_items: set[str],
-                      failed_warehouses: set[str]) -> list[canonical.Movement]:
+                      kind: MovementKind | None, failed_items: set[str], failed_warehouses: set[str],
+                      failed_bins: set[str]) -> list[canonical.Movement]:
         first = counts.read + 1
         counts.read += len(page.records) + len(page.errors)
         for n, error in enumerate(page.errors):
@@ -723,6 +832,10 @@ class _Migration:
                 continue
             if wh in failed_warehouses or balance.warehouse in failed_warehouses:
                 fail("warehouse", f"warehouse {wh!r} was not migrated (see its error-queue entry)")
+                continue
+            if balance.bin and f"{wh}/{balance.bin}" in failed_bins:
+                fail("bin", f"bin {balance.bin!r} of warehouse {wh!r} is not in {self.state['target']} (see its own "
+                            "problem); its stock is left out")
                 continue
             if self.dry_run:
                 problem = self._dry_balance_problem(sku, str(wh_codes[wh]), balance, known, in_target)

@@ -1,8 +1,10 @@
 """The end of a migration: prove the target matches the source, exactly and small.
 
-- **items, warehouses**: the code sets of both sides, each translated to canonical codes through
-  the code map (:func:`sync.codemap.to_canonicals`), streamed page by page: matched, missing in the
-  target, extra in the target (other master data the target already had; reported, not a failure).
+- **items, warehouses, bin locations**: the code sets of both sides, each translated to canonical
+  codes through the code map (:func:`sync.codemap.to_canonicals`), streamed page by page: matched,
+  missing in the target, extra in the target (other master data the target already had; reported, not a failure).
+  Bins are ``WH/BIN`` with the warehouse's canonical code; a source that cannot list its bins
+  counts those its balance snapshot names; a target that cannot list them is not compared.
 - **balances**: a fresh snapshot of each side through :func:`sync.pull.pull_balances` (stored in
   ``balance_snapshot``, codes translated), summed per sku + warehouse (bins and lots together):
   matched, missing in the target, different quantity, extra in the target (stock the source does
@@ -106,9 +108,41 @@ def reconcile(store: Store, connections: Connections, source: str, target: str, 
             if len(comparison.examples) < EXAMPLES:
                 comparison.examples.append((sku, warehouse, here, there))
         result.balances = comparison
+    if "locations" in entities:
+        bins = _location_sets(store, connections, source, target, ws, result.balances, rules)
+        if bins is not None:
+            result.sets["locations"] = bins
     if on_progress is not None:
         on_progress("reconcile", result)
     return result
+
+
+def _location_sets(store: Store, connections: Connections, source: str, target: str, ws: Workspace,
+                   balances: BalanceComparison | None, rules: codemap.CodeMapRules | None) -> SetComparison | None:
+    """The bins (``WH/BIN``, warehouse codes canonical) of both sides: the source's own list, or the
+    bins its balance snapshot names when it cannot list them; None when a side cannot tell."""
+    if Entity.LOCATIONS not in connections.connector(target).capabilities.entities:
+        return None
+    sides = [("tgt", target)]
+    if Entity.LOCATIONS in connections.connector(source).capabilities.entities:
+        sides.append(("src", source))
+    elif balances is not None and balances.source_snapshot is not None:
+        with store.session() as session:
+            ws.add_codes("src", "locations", (f"{wh}/{code}" for wh, code in session.execute(
+                select(BalanceSnapshotRow.warehouse, BalanceSnapshotRow.bin).distinct().where(
+                    BalanceSnapshotRow.snapshot_id == balances.source_snapshot, BalanceSnapshotRow.bin.is_not(None)))))
+    else:
+        return None
+    for side, name in sides:
+        connector, connection_id = connections.connector(name), connections.id(name)
+        for page in _all(connector.read(Entity.LOCATIONS)):
+            with store.session() as session:
+                whs = codemap.to_canonicals(session, connection_id, "warehouses",
+                                            {b.warehouse for b in page.records}, rules=rules)
+            ws.add_codes(side, "locations", (f"{whs.get(b.warehouse) or '?' + b.warehouse}/{b.code}"
+                                             for b in page.records))
+    matched, missing, extra, some_missing, _ = ws.compare_codes("locations", EXAMPLES)
+    return SetComparison(matched, missing, extra, some_missing)
 
 
 def _all(pages: Iterator[Any]) -> Iterator[Any]:

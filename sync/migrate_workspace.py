@@ -1,8 +1,8 @@
 """The scratch space of one migration process: a temporary SQLite file, never the store.
 
 A migration streams: nothing it reads is kept in memory beyond one page. What it must remember
-across pages (the problems found, the source items a dry run has validated, the code sets and
-balances a reconciliation compares) goes into this file and is read back in order, so memory
+across pages (the problems found, the source items a dry run has validated, the bins already
+taken from the balances, the code sets and balances a reconciliation compares) goes into this file and is read back in order, so memory
 stays flat however large the source. The file is deleted when the workspace closes.
 
 Quantities are kept as exact decimal text and summed in Python (never as SQLite REAL); keys are
@@ -114,6 +114,15 @@ class Workspace:
         return self.db.execute("SELECT 1 FROM tgt_item WHERE unit = ? LIMIT 1", (unit,)).fetchone() is not None
 
     # -- reconciliation ------------------------------------------------------------------------
+
+    def first_seen(self, entity: str, codes: Iterable[str]) -> list[str]:
+        """The codes of ``codes`` this workspace has not seen before under ``entity``, in order;
+        they are remembered now (bins named again and again by balances are written once)."""
+        fresh = []
+        for code in dict.fromkeys(codes):
+            if self.db.execute("INSERT OR IGNORE INTO code_set VALUES ('seen', ?, ?)", (entity, code)).rowcount:
+                fresh.append(code)
+        return fresh
 
     def add_codes(self, side: str, entity: str, codes: Iterable[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO code_set VALUES (?, ?, ?)", ((side, entity, c) for c in codes))

@@ -1,5 +1,5 @@
-"""``erphub migrate --from A --to B``: items, warehouses and opening balances from one system to
-another (:mod:`sync.migrate`), with a progress bar per phase, a summary and a reconciliation.
+"""``erphub migrate --from A --to B``: items, warehouses, bin locations and opening balances from one
+system to another (:mod:`sync.migrate`), with a progress bar per phase, a summary and a reconciliation.
 
 - ``--dry-run`` maps and validates everything without writing to the target and writes a report
   of what would fail, record by record with the field (``--report FILE``; default
@@ -7,7 +7,9 @@ another (:mod:`sync.migrate`), with a progress bar per phase, a summary and a re
   in ``*.json`` next to it; one named ``*.json`` holds the summary, with the problems in ``*.csv``.
 - ``--resume RUN`` continues an interrupted run from its last committed page (the plan comes
   from the run: ``--from``/``--to`` may be left out).
-- ``--entities items,warehouses,balances`` (default: all three), ``--batch N`` records per upsert
+- ``--entities warehouses,locations,items,balances`` (default: all four; bin locations are copied
+  where the source lists them or its balances name them, and the target can write them — else
+  checked and reported), ``--batch N`` records per upsert
   call (default: the target's), ``--page-size N`` records per source read, ``--lines N`` lines per
   opening-balance document.
 
@@ -31,8 +33,8 @@ from rich.table import Table
 
 from erphub.cli import app, err, out
 
-PHASE_TITLES = {"warehouses": "warehouses", "items": "items", "balances": "opening balances",
-                "deliver": "delivering documents"}
+PHASE_TITLES = {"warehouses": "warehouses", "locations": "bin locations", "items": "items",
+                "balances": "opening balances", "deliver": "delivering documents"}
 
 
 def _settings(ctx: typer.Context) -> Any:
@@ -88,7 +90,7 @@ def migrate_command(
                                                              "report what would fail.")] = False,
     resume: Annotated[Optional[int], typer.Option("--resume", metavar="RUN", help="Continue an interrupted run.")] = None,
     entities: Annotated[str, typer.Option("--entities", help="What to migrate, comma-separated.")] =
-        "items,warehouses,balances",
+        "warehouses,locations,items,balances",
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Records per upsert call "
                                                  "(default: the target's limit).")] = None,
     page_size: Annotated[Optional[int], typer.Option("--page-size", min=1, help="Records per source read.")] = None,
@@ -99,7 +101,7 @@ def migrate_command(
     timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait for deliveries to be retried.")]
         = 600.0,
 ) -> None:
-    """Migrate items, warehouses and opening balances from one system to another."""
+    """Migrate items, warehouses, bin locations and opening balances from one system to another."""
     from connectors.errors import ConfigError, ConnectorError
     from connectors.redaction import redact_text
     from sync.connections import Connections

@@ -130,3 +130,19 @@ def test_the_index_opens_in_chromium(demo_run, tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_migration_created_the_bins_of_the_bin_managed_warehouse(demo_run) -> None:
+    from erphub.demo_data import WAREHOUSES
+
+    output, _ = demo_run
+    figures = json.loads((output / "demo.json").read_text(encoding="utf-8"))["figures"]
+    summary = json.loads((output / "migration" / "migration.json").read_text(encoding="utf-8"))
+    # Then every bin of the demo company was created in SAP B1 by the migration (the demo sets none up itself)
+    bins = sum(len(w["bins"]) for w in WAREHOUSES)
+    assert figures["bins_migrated"] == summary["phases"]["locations"]["written"] == bins > 0
+    # and the reconciliation found them all there
+    assert summary["reconciliation"]["sets"]["locations"] == {"matched": bins, "missing": 0, "extra": 0,
+                                                              "examples_missing": []}
+    index = (output / "index.md").read_text(encoding="utf-8")
+    assert f"{bins} bin locations migrated" in index

@@ -8,7 +8,7 @@ connectors declare ``Entity.ITEMS`` and ``Entity.WAREHOUSES`` in ``capabilities.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from decimal import Decimal
 from typing import Any
@@ -50,6 +50,18 @@ def ledger(sim: Any) -> dict[tuple[str, str], Decimal]:
     return out
 
 
+def serve(stack: ExitStack, store: Store, sims: dict[str, tuple[Any, Any]],
+          wrap: Callable[[str, Connector], Connector]) -> Connections:
+    """Serve each simulator on loopback; connections to them, each connector passed through ``wrap``."""
+    settings = {}
+    for name, (sim, target) in sims.items():
+        server = stack.enter_context(sim.serve())
+        settings[name] = target.settings(server.url, good_credentials=True, connect_timeout=2.0, read_timeout=30.0)
+    connections = Connections(store, settings, factory=lambda name, s: wrap(name, sims[name][1].build(s)))
+    stack.callback(connections.close)
+    return connections
+
+
 @pytest.fixture
 def kd_to_sap(store: Store) -> Iterator[tuple[Any, Any, Connections, dict[str, Any]]]:
     plan: dict[str, Any] = {"what": "pages:balances", "at": 0}
@@ -57,19 +69,8 @@ def kd_to_sap(store: Store) -> Iterator[tuple[Any, Any, Connections, dict[str, A
         clock = Clock()
         kd, sap = KINGDEE.simulator(clock=clock), SAP.simulator(clock=clock)
         kd.seed_world(world())
-        settings = {}
-        for name, sim, target in (("kd", kd, KINGDEE), ("sap", sap, SAP)):
-            server = stack.enter_context(sim.serve())
-            settings[name] = target.settings(server.url, good_credentials=True, connect_timeout=2.0,
-                                             read_timeout=30.0)
-        targets = {"kd": KINGDEE, "sap": SAP}
-
-        def build(name: str, s: Any) -> Connector:
-            connector = targets[name].build(s)
-            return Killer(connector, plan) if name == "kd" else connector  # type: ignore[return-value]
-
-        connections = Connections(store, settings, factory=build)
-        stack.callback(connections.close)
+        connections = serve(stack, store, {"kd": (kd, KINGDEE), "sap": (sap, SAP)},
+                            lambda name, c: Killer(c, plan) if name == "kd" else c)  # type: ignore[arg-type,return-value]
         yield kd, sap, connections, plan
 
 
@@ -103,3 +104,131 @@ def test_20000_items_and_balances_kingdee_to_sap_b1_killed_and_resumed(store, kd
         assert all(row.status == OutboxStatus.SENT for row in s.query(Outbox).all())
     for key in keys:
         assert len(sap.documents_for(key)) == 1
+
+
+# --- bin locations --------------------------------------------------------------------------------
+
+BIN_WORLD = World(
+    warehouses=(WorldWarehouse("CK001", "货架仓", bins=("A-01", "A-02", "B-01")), WorldWarehouse("CK002", "平仓")),
+    items=tuple(WorldItem(f"MAT{n:03d}", f"物料{n}号", "PCS") for n in range(1, 13)),
+    # the bins A-01 and A-02 hold stock; B-01 stands empty
+    balances=tuple(WorldBalance(f"MAT{n:03d}", "CK001", Decimal(n), bin="A-01" if n % 2 else "A-02")
+                   for n in range(1, 13)) + tuple(WorldBalance(f"MAT{n:03d}", "CK002", Decimal(5)) for n in (1, 2)),
+)
+
+
+def bin_ledger(sim: Any) -> dict[tuple[str, str, str | None], Decimal]:
+    out: dict[tuple[str, str, str | None], Decimal] = {}
+    for key, qty in sim.ledger.balances().items():
+        if qty:
+            out[(key.sku, key.warehouse, key.bin)] = out.get((key.sku, key.warehouse, key.bin), Decimal(0)) + qty
+    return out
+
+
+def sap_bins(sim: Any) -> set[tuple[str, str]]:
+    return {(b["Warehouse"], b["BinCode"]) for b in sim.company.records["BinLocations"].values()}
+
+
+class Limited:
+    """A connector that cannot write (``write=False``) or even list (``read=False``) bin locations."""
+
+    def __init__(self, inner: Connector, *, read: bool) -> None:
+        self.inner, self.read_bins = inner, read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def capabilities(self) -> Any:
+        import dataclasses
+
+        caps = self.inner.capabilities
+        entities = caps.entities if self.read_bins else caps.entities - {Entity.LOCATIONS}
+        return dataclasses.replace(caps, entities=entities, writable=caps.writable - {Entity.LOCATIONS})
+
+
+@pytest.fixture
+def bins_pair(store: Store) -> Iterator[Any]:
+    """``bins_pair(source="kd"|"sap", target_world=None, limit=None)``: a source seeded with
+    BIN_WORLD and a SAP B1 target (optionally pre-seeded, optionally limited)."""
+    with ExitStack() as stack:
+        def start(source: str = "kd", *, target_world: World | None = None,
+                  limit: dict[str, bool] | None = None) -> tuple[Any, Any, Connections]:
+            clock = Clock()
+            src_target = KINGDEE if source == "kd" else SAP
+            src, sap = src_target.simulator(clock=clock), SAP.simulator(clock=clock)
+            src.seed_world(BIN_WORLD)
+            if target_world is not None:
+                sap.seed_world(target_world)
+            connections = serve(stack, store, {"src": (src, src_target), "sap": (sap, SAP)},
+                                lambda name, c: Limited(c, **limit) if name == "sap" and limit else c)  # type: ignore[arg-type,return-value]
+            return src, sap, connections
+
+        yield start
+
+
+def _migrate(store: Store, connections: Connections, **options: Any) -> Any:
+    from sync.migrate_workspace import Workspace
+
+    ws = Workspace()
+    result = migrate(store, connections, MigrateOptions(source="src", target="sap", deliver_timeout=30, **options),
+                     policy=RetryPolicy(scale=0.001, lease_seconds=5.0), workspace=ws)
+    problems = list(ws.problems())
+    ws.close()
+    return result, problems
+
+
+def test_kingdee_bins_named_by_its_balances_are_created_in_sap_b1_before_the_stock(store, bins_pair) -> None:
+    # Given Kingdee (which cannot list its bins) with stock in two bins of a bin-managed warehouse
+    kd, sap, connections = bins_pair("kd")
+    assert Entity.LOCATIONS not in connections.connector("src").capabilities.entities
+    # When it is migrated into SAP B1
+    result, problems = _migrate(store, connections)
+    # Then the two bins exist in SAP B1 and hold the same stock, bin by bin
+    assert result.ok, problems
+    assert sap_bins(sap) == {("CK001", "A-01"), ("CK001", "A-02")}
+    assert (result.phases["locations"].read, result.phases["locations"].written) == (2, 2)
+    assert bin_ledger(sap) == bin_ledger(kd)
+    # and the reconciliation compares the bins the source's balances name with SAP's own
+    assert result.reconciliation.sets["locations"].matched == 2 and result.reconciliation.ok
+
+
+def test_a_source_that_lists_its_bins_gets_every_bin_copied_even_an_empty_one(store, bins_pair) -> None:
+    # Given SAP B1 as the source, which lists its bins (its balances are per warehouse, without
+    # bins, so only master data is migrated here)
+    src, sap, connections = bins_pair("sap")
+    result, problems = _migrate(store, connections, entities=("warehouses", "locations", "items"))
+    assert result.ok, problems
+    assert sap_bins(sap) == sap_bins(src) == {("CK001", "A-01"), ("CK001", "A-02"), ("CK001", "B-01")}
+    assert result.reconciliation.sets["locations"].matched == 3
+    # a second run of master data writes no bin again
+    again, _ = _migrate(store, connections, entities=("warehouses", "locations", "items"))
+    assert (again.phases["locations"].written, again.phases["locations"].unchanged) == (0, 3)
+
+
+def test_a_target_that_cannot_write_bins_is_checked_and_stock_on_a_missing_bin_is_reported(store, bins_pair) -> None:
+    # Given a target holding bin A-01 only, and a connector to it that cannot create bins
+    target_world = World(warehouses=(WorldWarehouse("CK001", "货架仓", bins=("A-01",)),))
+    src, sap, connections = bins_pair("kd", target_world=target_world, limit={"read": True})
+    # When a dry run, then the real run, migrate everything
+    dry, dry_problems = _migrate(store, connections, dry_run=True)
+    result, problems = _migrate(store, connections)
+    # Then both name the two missing bins, and the stock on A-02 record by record, with the field
+    for run, found in ((dry, dry_problems), (result, problems)):
+        errors = {(p.phase, p.record): p for p in found if p.severity == "error"}
+        assert {r for phase, r in errors if phase == "locations"} == {"CK001/A-02"}, found
+        on_a02 = {r for (phase, r), p in errors.items() if phase == "balances" and p.field == "bin"}
+        assert on_a02 == {f"MAT{n:03d}@CK001/A-02" for n in range(2, 13, 2)}
+        assert run.errors == len(errors) and not run.ok
+    # and nothing else is lost: the stock on A-01 and on the bin-less warehouse arrived
+    expected = {k: v for k, v in bin_ledger(src).items() if k[2] != "A-02"}
+    assert bin_ledger(sap) == expected and sap_bins(sap) == {("CK001", "A-01")}
+    assert result.reconciliation.sets["locations"].missing == 1
+
+
+def test_a_target_that_can_neither_write_nor_list_bins_gets_a_warning_per_bin(store, bins_pair) -> None:
+    _src, _sap, connections = bins_pair("kd", limit={"read": False})
+    result, problems = _migrate(store, connections, dry_run=True)
+    warnings = {p.record for p in problems if p.phase == "locations" and p.severity == "warning"}
+    assert warnings == {"CK001/A-01", "CK001/A-02"} and result.errors == 0
+    assert all("must exist there already" in p.message for p in problems if p.phase == "locations")
