@@ -1,7 +1,8 @@
-"""RELIABILITY.md §6(i) fault matrix, the rows ``test_faults.py`` does not cover: F3, F6, F7, F12, F13.
+"""RELIABILITY.md §6(i) fault matrix, the rows ``test_faults.py`` does not cover: F3, F6, F7, F13.
 
 (F1, F2, F4, F5, F8, F9, F14, F15, F17, F18 are in ``test_faults.py``; F10/F11 in
-``test_workers.py``; F19 in ``test_stateful_delivery.py``. F16 belongs to the Jiandaoyun webhook
+``test_workers.py``; F12 (Redis and RabbitMQ) in ``test_fault_f12.py``; F19 in
+``test_stateful_delivery.py``. F16 belongs to the Jiandaoyun webhook
 intake, which does not exist yet.)
 
 Same pattern as ``test_faults.py``: enqueue, break something, deliver with the production policy
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import create_engine, func, make_url, select, text
@@ -28,11 +28,8 @@ from sqlalchemy import create_engine, func, make_url, select, text
 import sync.store.engine as store_engine
 from sandbox.base import Simulator
 from sandbox.server import SimulatorServer
-from sync.broker import BrokerConfig, delete_queues
 from sync.connections import Connections
 from sync.delivery import DeliveryResult, Outcome, deliver_due, sweep
-from sync.push import enqueue
-from sync.runner import Hub
 from sync.store import ErrorQueue, ErrorStatus, Outbox, OutboxStatus, Store
 from tests.conformance.kit import STANDARD_WORLD, Clock
 from tests.conformance.target import ConformanceTarget
@@ -295,109 +292,6 @@ def test_f7_half_second_latency_on_every_call_costs_no_timeouts(store, serve) ->
     report = history.check()
     report.assert_clean()
     assert report.sent == 18 and dead_letters(store) == []
-
-
-# -- F12 --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.redis
-def test_f12_broker_down_never_blocks_producers_and_the_backlog_drains(store, serve, redis_url) -> None:
-    # Given the relay sending through a proxy in front of Redis (the broker "host"), and a worker
-    # consuming the same queues; each test has its own namespace and queue prefix
-    served = serve(REFERENCE)
-    namespace, prefix = f"erphub-test-{uuid.uuid4().hex[:8]}", f"f12{uuid.uuid4().hex[:6]}."
-    parts = urlsplit(redis_url)
-    broker = FaultProxy(parts.port or 6379).start()
-    relay_url = f"redis://127.0.0.1:{broker.port}{parts.path}"
-    policy = fast_policy(lease_seconds=30)
-    history = History(store, served.systems)
-    with ExitStack() as stack:
-        stack.callback(broker.stop)
-        worker = Hub(store, served.connections, [], BrokerConfig(url=redis_url, namespace=namespace,
-                                                                  queue_prefix=prefix),
-                     policy=policy, threads=2, embedded_worker=True)
-        stack.callback(_forget_namespace, redis_url, namespace)
-        stack.callback(worker.close)
-        relay = Hub(store, served.connections, [], BrokerConfig(url=relay_url, namespace=namespace,
-                                                                 queue_prefix=prefix),
-                    policy=policy, embedded_worker=False, resend_after=1.0)
-        stack.callback(relay.close)
-        stack.callback(delete_queues, worker.broker, worker.actors.queues)
-        worker.start()
-
-        def delivered() -> int:
-            with store.session() as s:
-                return int(s.scalar(select(func.count()).select_from(Outbox)
-                                    .where(Outbox.status == OutboxStatus.SENT)) or 0)
-
-        ticks: list[tuple[float, BaseException | None]] = []
-        stop = threading.Event()
-
-        def relay_loop() -> None:  # what Hub.run does every tick: a failing tick is logged, not fatal
-            while not stop.is_set():
-                began = time.monotonic()
-                try:
-                    relay.actors.relay_engine.tick(["erp"])
-                    ticks.append((time.monotonic() - began, None))
-                except Exception as exc:
-                    ticks.append((time.monotonic() - began, exc))
-                stop.wait(0.05)
-
-        relayer = threading.Thread(target=relay_loop, name="relay", daemon=True)
-        relayer.start()
-        stack.callback(relayer.join, 10)
-        stack.callback(stop.set)
-        # (the path works: 5 movements go through)
-        history.enqueue(receipts(5), ["erp"])
-        _wait(lambda: delivered() == 5, 20, "the first 5 movements")
-        # When the broker goes away (port refused, live connections cut)
-        broker.stop()
-        failed_before = sum(1 for _, e in ticks if e is not None)
-        # Then producers' business transactions commit at once, one movement each
-        spent = []
-        for mv in receipts(30):
-            began = time.monotonic()
-            with store.session() as s:
-                enqueue(s, mv, ["erp"], connections=served.connections)
-            spent.append(time.monotonic() - began)
-        time.sleep(0.5)
-        assert max(spent) < 0.5, f"slowest enqueue {max(spent):.3f} s"
-        # And the relay fails fast (it never hangs on the dead broker), the rows wait as pending
-        failing = [(d, e) for d, e in ticks if e is not None]
-        assert len(failing) > failed_before, "the relay never noticed the broker was down"
-        assert max(d for d, _ in failing) < 5.0
-        with store.session() as s:
-            waiting = list(s.scalars(select(Outbox).where(Outbox.status != OutboxStatus.SENT)))
-        assert len(waiting) == 30
-        assert {r.status for r in waiting} == {OutboxStatus.PENDING} and {r.attempts for r in waiting} == {0}
-        # When the broker is back on the same port
-        broker.start()
-        # Then the backlog drains through the broker: everything delivered once
-        _wait(lambda: delivered() == 35, 30, "the backlog after the broker came back")
-        stop.set()
-    report = history.check()
-    report.assert_clean()
-    assert report.sent == 35 and dead_letters(store) == []
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not done after {timeout} s")
-        time.sleep(0.05)
-
-
-def _forget_namespace(redis_url: str, namespace: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"{namespace}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 # -- F13 --------------------------------------------------------------------------------------------
