@@ -21,8 +21,8 @@ required or unique check (vendor behaviour).
 Rate limits (vendor behaviour, not a fault): sliding one-second windows per API key and endpoint
 class, reads 30, single writes 20, batch writes 10, plus 50 per company; over the limit the
 answer is 400 ``{"code": 8303, "msg": "超出请求频率限制"}`` with no ``Retry-After``. They run on
-real time (``time.monotonic``), not the simulator's clock, so a frozen test clock does not freeze
-the windows. ``rate_limits=None`` (or the seed key ``rate_limits: null``) turns them off;
+real time (``time.monotonic``, or ``limiter_clock``), not the simulator's clock, so a frozen test
+clock does not freeze the windows. ``rate_limits=None`` (or the seed key ``rate_limits: null``) turns them off;
 ``{"read": 30, "write": 20, "batch": 10, "company": 50}`` sets them. Injected faults
 (``/_admin/faults``) come on top: a rate-limit rule answers 8303 with the rule's status (429 by
 default, as the documented concurrency limit) and its ``Retry-After``; an error rule answers its
@@ -124,8 +124,9 @@ def _answer(data: Any, status: int = 200, headers: Mapping[str, str] | None = No
 class _Limiter:
     """Sliding one-second windows per (key, class) and per company, on real time."""
 
-    def __init__(self, limits: Mapping[str, int] | None) -> None:
+    def __init__(self, limits: Mapping[str, int] | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.set(limits)
 
     def set(self, limits: Mapping[str, int] | None) -> None:
@@ -144,7 +145,7 @@ class _Limiter:
     def admit(self, key: str, kind: str) -> bool:
         if self.limits is None:
             return True
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             windows = [(self._windows.setdefault((key, kind), deque()), self.limits[kind]),
                        (self._windows.setdefault(("", "company"), deque()), self.limits["company"])]
@@ -165,12 +166,13 @@ class JiandaoyunSimulator(Simulator):
                  sleep: Callable[[float], None] = time.sleep, api_keys: Iterable[str] = (DEFAULT_API_KEY,),
                  rate_limits: Mapping[str, int] | None = DEFAULT_RATE_LIMITS,
                  webhook_retries: int = 4, webhook_backoff: Iterable[float] = (2.0, 4.0, 8.0, 16.0),
-                 webhook_timeout: float = 5.0, session_idle_timeout: float | None = None) -> None:
+                 webhook_timeout: float = 5.0, session_idle_timeout: float | None = None,
+                 limiter_clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(allow_negative=allow_negative, clock=clock, sleep=sleep,
                          session_idle_timeout=session_idle_timeout)
         self._defaults = (tuple(api_keys), None if rate_limits is None else dict(rate_limits))
         self.api_keys: set[str] = set(api_keys)
-        self.limiter = _Limiter(rate_limits)
+        self.limiter = _Limiter(rate_limits, limiter_clock)
         self.codes = dict(DEFAULT_CODES)
         self.new_id = IdMaker(clock)
         self.webhooks = WebhookSender(clock, dumps, retries=webhook_retries, backoff=webhook_backoff,
