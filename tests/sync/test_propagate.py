@@ -82,3 +82,72 @@ def test_a_flow_run_pulls_and_propagates(systems, store):
     for step in flow_steps(runtime, Flow()):
         pull_step(runtime, step.connection, step.entity, step.mode, "md")
     assert "WH-F" in _codes(running.connections.connector("kd"), Entity.WAREHOUSES)
+
+
+class _Flaky:
+    """The Kingdee connector behind a switch: ``down`` refuses every call as the network would;
+    ``refuse`` refuses, as a whole, any upsert call holding that sku."""
+
+    def __init__(self, inner, *, down: bool = False, refuse: str | None = None) -> None:
+        self.inner, self.down, self.refuse, self.calls = inner, down, refuse, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def upsert(self, entity, records):
+        from connectors.errors import Rejected, Transient
+
+        self.calls.append([r.natural_key for r in records])
+        if self.down:
+            raise Transient("connection refused")
+        if self.refuse and any(r.natural_key == self.refuse for r in records):
+            raise Rejected("the call holds a record we cannot take", vendor_code="E_BATCH")
+        return self.inner.upsert(entity, records)
+
+
+def _behind(monkeypatch, connections, name: str, wrapper: _Flaky) -> _Flaky:
+    real = connections.connector
+    monkeypatch.setattr(connections, "connector", lambda n: wrapper if n == name else real(n))
+    return wrapper
+
+
+def test_an_unreachable_target_keeps_the_cursor_and_the_next_run_sends_the_records(systems, store,
+                                                                                   monkeypatch) -> None:
+    # Given a new item pulled from the source while Kingdee is unreachable
+    running = systems(src=REFERENCE, kd=KINGDEE)
+    connections = running.connections
+    running.sims["src"].seed({"world": {"items": [{"sku": "NEW-9", "name": "新款", "unit": "PCS"}]}})
+    pull(store, connections, "src", Entity.ITEMS, mode="full")
+    flaky = _behind(monkeypatch, connections, "kd", _Flaky(connections.connector("kd"), down=True))
+    # When it is propagated
+    stopped = propagate(store, connections, "src", ["kd"], Entity.ITEMS, policy=FAST)[0]
+    # Then the flow stops for that target, retried in-process first, and nothing is recorded as refused
+    assert stopped.stopped and "transient" in stopped.stopped and stopped.rejected == 0
+    assert len(flaky.calls) == FAST.inline_attempts
+    with store.session() as session:
+        assert session.scalars(select(ErrorQueue)).all() == []
+    # When Kingdee is back, the next run sends what the stopped one could not (the cursor stayed)
+    flaky.down = False
+    again = propagate(store, connections, "src", ["kd"], Entity.ITEMS, policy=FAST)[0]
+    assert again.stopped is None and "NEW-9" in again.keys and again.created == 1
+    assert "NEW-9" in _codes(connections.connector("kd"), Entity.ITEMS)
+
+
+def test_a_batch_refused_as_a_whole_is_sent_record_by_record_and_the_cursor_moves_on(systems, store,
+                                                                                     monkeypatch) -> None:
+    running = systems(src=REFERENCE, kd=KINGDEE)
+    connections = running.connections
+    running.sims["src"].seed({"world": {"items": [{"sku": "BAD-1", "name": "x", "unit": "PCS"},
+                                                  {"sku": "OK-1", "name": "y", "unit": "PCS"}]}})
+    pull(store, connections, "src", Entity.ITEMS, mode="full")
+    _behind(monkeypatch, connections, "kd", _Flaky(connections.connector("kd"), refuse="BAD-1"))
+    # When the items are propagated and Kingdee refuses the batch holding BAD-1
+    result = propagate(store, connections, "src", ["kd"], Entity.ITEMS, policy=FAST)[0]
+    # Then only BAD-1 is refused (into the error queue, with the vendor's code), the others flow
+    assert result.stopped is None and result.rejected == 1 and "OK-1" in result.keys
+    with store.session() as session:
+        entry = session.scalars(select(ErrorQueue).where(ErrorQueue.record_key == "BAD-1")).one()
+    assert entry.kind == "rejected" and entry.vendor_code == "E_BATCH"
+    # and the cursor moved past them: the next run sends nothing
+    again = propagate(store, connections, "src", ["kd"], Entity.ITEMS, policy=FAST)[0]
+    assert again.created == again.existing == again.rejected == 0
