@@ -7,7 +7,13 @@ from decimal import Decimal
 import pytest
 
 from sandbox.jiandaoyun import JiandaoyunSimulator
-from sandbox.jiandaoyun_forms import APP_ID, ITEMS_ENTRY, LEDGER_ENTRY, MOVEMENTS_ENTRY, WAREHOUSES_ENTRY
+from sandbox.jiandaoyun_forms import (
+    APP_ID,
+    ITEMS_ENTRY,
+    LEDGER_ENTRY,
+    MOVEMENTS_ENTRY,
+    WAREHOUSES_ENTRY,
+)
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 HEX24 = re.compile(r"^[0-9a-f]{24}$")
