@@ -77,7 +77,7 @@ def test_sync_run_serves_metrics_while_it_runs(tmp_path, runner, reference_platf
     # When `erphub sync run --metrics-port` runs (in a thread) and Prometheus scrapes it
     results = []
     command = threading.Thread(target=lambda: results.append(runner.invoke(
-        app, ["--config", str(config), "sync", "run", "--for", "6", "--metrics-port", str(port)], env=ENV)))
+        app, ["--config", str(config), "sync", "run", "--for", "10", "--metrics-port", str(port)], env=ENV)))
     command.start()
     seen = None
     deadline = time.monotonic() + 30
