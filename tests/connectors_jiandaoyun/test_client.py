@@ -55,8 +55,8 @@ def test_bodies_are_compact_utf8_with_exact_numbers(client) -> None:
     responses.post(CREATE, json={"data": {"_id": "a" * 24}})
     client.create(ENTRY, {"name": {"value": "物料"}, "qty": {"value": Decimal("0.1")}})
     sent = responses.calls[0].request.body
-    assert sent == ('{"app_id":"%s","entry_id":"%s","data":{"name":{"value":"物料"},"qty":{"value":0.1}}}'
-                    % (APP, ENTRY)).encode()
+    assert sent == (f'{{"app_id":"{APP}","entry_id":"{ENTRY}",'
+                    '"data":{"name":{"value":"物料"},"qty":{"value":0.1}}}').encode()
 
 
 @responses.activate
