@@ -3,6 +3,7 @@ counters as Prometheus would read them (parsed with prometheus_client's own pars
 HTTP endpoint over loopback."""
 from __future__ import annotations
 
+import functools
 import urllib.request
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors import observe
-from connectors.errors import Rejected, Transient
+from connectors.errors import RateLimited, Rejected, Transient
 from sync import metrics
 from sync.delivery import pause_connection
 from sync.pull import pull
@@ -149,8 +150,14 @@ def test_every_retry_of_retry_policy_call_is_counted(counters) -> None:
     # ... or the one named by the caller (a wrapped function has no owner)
     other = Flaky()
     assert policy.call(lambda: other.push(), connection="sap") == "ok"
+    # ... or the owner of the method a functools.wraps wrapper wraps (a rate-limit gate); else unknown
+    third = Flaky()
+    third.name = "erp"
+    assert policy.call(functools.wraps(third.push)(lambda: third.push())) == "ok"
+    fourth = Flaky()
+    assert policy.call(lambda: fourth.push()) == "ok"
     # And a batch re-sends two rows after one transient and one rate-limited answer
-    policy.batch_wait(1, [Transient("503"), Transient("timeout")], connection="sap")
+    policy.batch_wait(1, [Transient("503"), RateLimited("429", retry_after=0.0)], connection="sap")
     # And a refused call is not retried at all
     with pytest.raises(Rejected):
         policy.call(lambda: (_ for _ in ()).throw(Rejected("no")), connection="kd")
@@ -158,8 +165,11 @@ def test_every_retry_of_retry_policy_call_is_counted(counters) -> None:
     # Then each attempt after the first counts once, under its connection
     assert flaky.calls == 3 and other.calls == 3
     assert value(samples, "erphub_retries_total", connection="kd", kind="transient", stage="in_process") == 2
-    assert value(samples, "erphub_retries_total", connection="sap", kind="transient", stage="in_process") == 4
+    assert value(samples, "erphub_retries_total", connection="sap", kind="transient", stage="in_process") == 3
+    assert value(samples, "erphub_retries_total", connection="sap", kind="rate_limited", stage="in_process") == 1
     assert value(samples, "erphub_retries_total", connection="kd", kind="rejected", stage="in_process") is None
+    assert value(samples, "erphub_retries_total", connection="erp", kind="transient", stage="in_process") == 2
+    assert value(samples, "erphub_retries_total", connection="unknown", kind="transient", stage="in_process") == 2
 
 
 @pytest.mark.parametrize("target", [KINGDEE_SESSION, SAP_B1, SAP_B1_DI], ids=lambda t: t.name)
