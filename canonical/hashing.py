@@ -36,8 +36,13 @@ def decimal_text(value: Decimal) -> str:
     return format(value.normalize(Context(prec=max(28, len(value.as_tuple().digits)))), "f")
 
 
+_PLAIN = frozenset({str, int, bool})
+
+
 def canonical_data(value: Any) -> Any:
     """Reduce a model (or value inside one) to JSON-safe plain data."""
+    if value is None or type(value) in _PLAIN:  # the common case first (not str/int subclasses: enums)
+        return value
     if isinstance(value, BaseModel):
         return _model_data(value)
     if isinstance(value, Enum):
@@ -60,18 +65,32 @@ def canonical_data(value: Any) -> Any:
 
 
 def _model_data(model: BaseModel) -> dict[str, Any]:
-    volatile = getattr(model, "_volatile_fields", frozenset())
     out: dict[str, Any] = {}
-    for name, info in type(model).model_fields.items():
-        if name in volatile:
-            continue
+    for name, optional, default in _fields(type(model)):
         value = getattr(model, name)
-        if not info.is_required():
-            default = info.get_default(call_default_factory=True)
-            if value is None or (value == default and type(value) is type(default)) or _both_empty(value, default):
-                continue
+        if optional and (value is None or (value == default and type(value) is type(default))
+                         or (not value and _both_empty(value, default))):
+            continue
         out[name] = canonical_data(value)
     return out
+
+
+_FIELDS: dict[type[BaseModel], tuple[tuple[str, bool, Any], ...]] = {}
+
+
+def _fields(model_cls: type[BaseModel]) -> tuple[tuple[str, bool, Any], ...]:
+    """``(name, optional, default)`` of the hashed fields of a model class, worked out once per
+    class: pydantic's ``get_default`` inspects a default factory's signature on every call, which
+    was most of the cost of hashing a record. Default factories here are constants (``FrozenMap``,
+    ``tuple``), so calling them once is the same as calling them per record."""
+    fields = _FIELDS.get(model_cls)
+    if fields is None:
+        volatile = getattr(model_cls, "_volatile_fields", frozenset())  # a ClassVar (canonical.base)
+        fields = tuple((name, not info.is_required(),
+                        None if info.is_required() else info.get_default(call_default_factory=True))
+                       for name, info in model_cls.model_fields.items() if name not in volatile)
+        _FIELDS[model_cls] = fields
+    return fields
 
 
 def _both_empty(value: Any, default: Any) -> bool:

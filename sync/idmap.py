@@ -25,11 +25,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import BindParameter, bindparam, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType, TypeDecorator
 
-from sync.store import IdMap, begin_write
+from sync.store import IdMap, begin_write, utcnow
 
 __all__ = [
     "ENTITIES",
@@ -43,6 +44,7 @@ __all__ = [
     "entity_name",
     "external_for",
     "externals_for",
+    "same_on_every_row",
 ]
 
 ENTITIES = ("items", "warehouses", "locations", "partners", "movements")
@@ -96,7 +98,7 @@ class IdMapConflict(Exception):
                          f"{wanted.external_id!r}: {detail}")
 
 
-def _binding(row: IdMap) -> Binding:
+def _binding(row: Any) -> Binding:
     return Binding(row.canonical_id, row.external_id, row.external_code)
 
 
@@ -112,14 +114,21 @@ def _rows_touching(session: Session, connection_id: int, entity: str, canonical_
         or_(IdMap.canonical_id == canonical_id, IdMap.external_id == external_id))))
 
 
+def _agreeing(connection_id: int, entity: str, wanted: Binding, rows: Sequence[Any]) -> Binding | None:
+    """The stored binding if ``rows`` (id_map rows or rows of its columns) already hold
+    ``wanted``, ignoring the external code; None if they hold nothing; raises IdMapConflict if
+    they contradict it."""
+    for row in rows:
+        if row.canonical_id != wanted.canonical_id or row.external_id != wanted.external_id:
+            raise IdMapConflict(connection_id, entity, wanted, _binding(row))
+    return _binding(rows[0]) if rows else None
+
+
 def _settle(session: Session, connection_id: int, entity: str, wanted: Binding,
             rows: list[IdMap]) -> Binding | None:
     """The stored binding if ``rows`` already hold ``wanted`` (updating a new external code),
     None if they hold nothing; raises IdMapConflict if they contradict it."""
-    for row in rows:
-        if row.canonical_id != wanted.canonical_id or row.external_id != wanted.external_id:
-            raise IdMapConflict(connection_id, entity, wanted, _binding(row))
-    if not rows:
+    if _agreeing(connection_id, entity, wanted, rows) is None:
         return None
     row = rows[0]
     if wanted.external_code is not None and row.external_code != wanted.external_code:
@@ -162,9 +171,12 @@ def bind_many(session: Session, connection_id: int, entity: Any,
               ) -> tuple[list[Binding], list[IdMapConflict]]:
     """Bind a page of pairs: ``(bound, conflicts)``.
 
-    Reads what is stored for the whole page in one query per side, inserts the new pairs in one
-    savepoint, and falls back to :func:`bind` one by one if that insert loses a race. Conflicts
-    are returned, not raised, so the caller can dead-letter those records and keep the rest.
+    Reads what is stored for the whole page in one query per side and ``CHUNK`` values (columns
+    only, no ORM objects), inserts the new pairs with one Core ``INSERT`` executemany in a
+    savepoint, and falls back to :func:`bind` one by one if that insert loses a race. A new
+    external code for a stored pair is written through the ORM (so rows already loaded in the
+    session see it). Conflicts are returned, not raised, so the caller can dead-letter those
+    records and keep the rest.
     """
     entity = entity_name(entity)
     pairs = [w if isinstance(w, Binding) else Binding(*w) for w in wanted]
@@ -177,15 +189,22 @@ def bind_many(session: Session, connection_id: int, entity: Any,
     conflicts: list[IdMapConflict] = []
     new: dict[str, Binding] = {}
     new_external: dict[str, Binding] = {}
+    recode: dict[int, str] = {}  # id_map row id -> its new external code
     for pair in pairs:
-        rows = {id(r): r for r in (stored_by_canonical.get(pair.canonical_id),
-                                   stored_by_external.get(pair.external_id)) if r is not None}
+        by_canonical = stored_by_canonical.get(pair.canonical_id)
+        by_external = stored_by_external.get(pair.external_id)
+        rows = [r for r in (by_canonical, by_external) if r is not None]
+        if len(rows) == 2 and rows[0].id == rows[1].id:
+            rows.pop()
         try:
-            settled = _settle(session, connection_id, entity, pair, list(rows.values()))
+            settled = _agreeing(connection_id, entity, pair, rows)
         except IdMapConflict as exc:
             conflicts.append(exc)
             continue
         if settled is not None:
+            if pair.external_code is not None and settled.external_code != pair.external_code:
+                recode[rows[0].id] = pair.external_code
+                settled = Binding(settled.canonical_id, settled.external_id, pair.external_code)
             bound.append(settled)
             continue
         # two new pairs in the same page may contradict each other, too
@@ -195,12 +214,17 @@ def bind_many(session: Session, connection_id: int, entity: Any,
             continue
         new[pair.canonical_id] = new_external[pair.external_id] = pair
         bound.append(pair)
+    if recode:
+        _recode(session, recode)
     if new:
+        table = IdMap.__table__
+        stamp, now = same_on_every_row(session, table.c.created_at, utcnow())
         try:
             with session.begin_nested():
-                session.add_all(IdMap(connection_id=connection_id, entity=entity, canonical_id=p.canonical_id,
-                                      external_id=p.external_id, external_code=p.external_code)
-                                for p in new.values())
+                session.execute(insert(table).values(created_at=stamp, updated_at=stamp), [
+                    {"connection_id": connection_id, "entity": entity, "canonical_id": p.canonical_id,
+                     "external_id": p.external_id, "external_code": p.external_code, stamp.key: now}
+                    for p in new.values()])
         except IntegrityError:  # a concurrent writer bound some of them: settle each one
             retry = set(new.values())
             bound = [b for b in bound if b not in retry]
@@ -213,12 +237,42 @@ def bind_many(session: Session, connection_id: int, entity: Any,
     return bound, conflicts
 
 
-def _load(session: Session, connection_id: int, entity: str, column: Any, values: Iterable[str]) -> dict[str, IdMap]:
+def same_on_every_row(session: Session, column: Any, value: Any) -> tuple[BindParameter[Any], Any]:
+    """``(parameter, driver value)`` for a value that is the same on every row of a bulk
+    ``INSERT``/``UPDATE`` executemany (``created_at`` = now...): the column type's bind
+    processing runs once here instead of once per row (on SQLite a timestamp's costs about as
+    much as the rest of an id_map row). Put the parameter in ``.values()`` and the driver value
+    under ``parameter.key`` in every row."""
+    processor = column.type.bind_processor(session.get_bind().dialect)
+    return (bindparam(f"{column.key}__same", type_=_DriverValue()),
+            processor(value) if processor is not None else value)
+
+
+class _DriverValue(TypeDecorator[Any]):
+    """A parameter already in the form the driver takes: no processing, no cast."""
+
+    impl = NullType
+    cache_ok = True
+
+
+def _recode(session: Session, codes: dict[int, str]) -> None:
+    """Give stored rows (by id) a new external code, through the session's objects."""
+    ids = sorted(codes)
+    for start in range(0, len(ids), CHUNK):
+        for row in session.scalars(select(IdMap).where(IdMap.id.in_(ids[start:start + CHUNK]))):
+            row.external_code = codes[row.id]
+    session.flush()
+
+
+def _load(session: Session, connection_id: int, entity: str, column: Any, values: Iterable[str]) -> dict[str, Any]:
+    """``{value: row}`` of the stored rows whose ``column`` is one of ``values``; each row has
+    ``id``, ``canonical_id``, ``external_id`` and ``external_code``."""
     keys = sorted(set(values))
-    out: dict[str, IdMap] = {}
+    out: dict[str, Any] = {}
     for chunk in _chunks(keys):
-        for row in session.scalars(select(IdMap).where(IdMap.connection_id == connection_id, IdMap.entity == entity,
-                                                       column.in_(chunk))):
+        for row in session.execute(select(IdMap.id, IdMap.canonical_id, IdMap.external_id, IdMap.external_code)
+                                   .where(IdMap.connection_id == connection_id, IdMap.entity == entity,
+                                          column.in_(chunk))):
             out[getattr(row, column.key)] = row
     return out
 

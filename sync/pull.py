@@ -46,7 +46,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Text, bindparam, cast, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,7 +57,7 @@ from connectors.errors import ConnectorError
 from connectors.redaction import redact_text
 from sync import codemap, metrics
 from sync.connections import Connections
-from sync.idmap import Binding, IdMapConflict, bind_many, entity_name
+from sync.idmap import Binding, IdMapConflict, bind_many, entity_name, same_on_every_row
 from sync.pull_errors import dead_letter, resolve_written
 from sync.store import (
     BalanceSnapshot,
@@ -90,6 +91,9 @@ Mode = Literal["incremental", "full"]
 MovementHandler = Callable[[Session, Movement], None]
 #: Rows per INSERT executemany for balance snapshots (RELIABILITY §5.2(b): Core, in chunks).
 SNAPSHOT_CHUNK = 5_000
+#: Master records per SELECT of stored hashes and per INSERT/UPDATE executemany (well below the
+#: parameter limits of SQLite and PostgreSQL).
+UPSERT_CHUNK = 500
 _RESUMABLE = (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED)
 #: Errors in a record callback that dead-letter the record rather than fail the run.
 _RECORD_ERRORS = (RecordInvalid, ValidationError, ValueError, IdMapConflict)
@@ -442,8 +446,8 @@ def _write_master(session: Session, ctx: _Context, records: Sequence[CanonicalMo
             continue
         translated[external] = (_external_key(table, canonical), canonical)
     # 2. bind keys in id_map; conflicts are dead letters
-    bound, conflicts = bind_many(session, ctx.connection_id, ctx.entity,
-                                 [Binding(c_key, e_key, e_key) for e_key, (c_key, _) in translated.items()])
+    _, conflicts = bind_many(session, ctx.connection_id, ctx.entity,
+                             [Binding(c_key, e_key, e_key) for e_key, (c_key, _) in translated.items()])
     for conflict in conflicts:
         external = conflict.wanted.external_id
         _, record = translated.pop(external)
@@ -479,34 +483,22 @@ def _translate_keys(session: Session, ctx: _Context, table: _Table,
 
 
 def _upsert(session: Session, ctx: _Context, table: _Table, records: dict[str, CanonicalModel]) -> int:
-    """Insert new records, update changed ones; returns how many were written."""
+    """Insert new records, update changed ones; returns how many were written.
+
+    Each record is hashed once. One SELECT per ``UPSERT_CHUNK`` keys reads the stored ids and
+    hashes; unchanged records stop there (no payload is built for them). New records go in with
+    one Core ``INSERT`` executemany and changed ones with one ``UPDATE … WHERE id = ?``
+    executemany per chunk, in a savepoint: if another connection inserted one of the keys first,
+    the savepoint is rolled back and the page is read again (up to three times).
+    """
     if not records:
         return 0
-    model = table.model
+    hashed = [(c_key, record, record.content_hash()) for c_key, record in records.items()]
     for attempt in range(3):
-        existing = _existing(session, table, records)
-        inserts, updates = [], []
-        for c_key, record in records.items():
-            digest = record.content_hash()
-            values = {
-                "content_hash": digest,
-                "payload": record.model_dump(mode="json"),
-                "source_connection_id": ctx.connection_id,
-                "source_modified_at": getattr(record, "modified_at", None),
-            }
-            found = existing.get(c_key)
-            if found is None:
-                inserts.append({**dict(zip(table.key_columns, (getattr(record, f) for f in table.key_fields))),
-                                **values})
-            elif found[1] != digest:
-                updates.append({"id": found[0], **values})
         try:
             with session.begin_nested():
-                if inserts:
-                    session.execute(insert(model), inserts)
-                if updates:
-                    session.execute(update(model), updates)
-            return len(inserts) + len(updates)
+                return sum(_upsert_chunk(session, ctx, table, hashed[start:start + UPSERT_CHUNK])
+                           for start in range(0, len(hashed), UPSERT_CHUNK))
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -514,21 +506,59 @@ def _upsert(session: Session, ctx: _Context, table: _Table, records: dict[str, C
     return 0  # pragma: no cover
 
 
-def _existing(session: Session, table: _Table, records: dict[str, CanonicalModel]) -> dict[str, tuple[int, str]]:
+def _upsert_chunk(session: Session, ctx: _Context, table: _Table,
+                  chunk: Sequence[tuple[str, CanonicalModel, str]]) -> int:
+    existing = _existing(session, table, chunk)
+    target = table.model.__table__
+    stamp, now = same_on_every_row(session, target.c.updated_at, utcnow())
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for c_key, record, digest in chunk:
+        found = existing.get(c_key)
+        if found is not None and found[1] == digest:
+            continue
+        values = {
+            "content_hash": digest,
+            "payload_json": record.model_dump_json(),
+            "source_connection_id": ctx.connection_id,
+            "source_modified_at": getattr(record, "modified_at", None),
+            stamp.key: now,
+        }
+        if found is None:
+            values.update(zip(table.key_columns, (getattr(record, f) for f in table.key_fields)))
+            inserts.append(values)
+        else:
+            values["_id"] = found[0]
+            updates.append(values)
+    payload = _json_text(session)
+    if inserts:
+        session.execute(insert(target).values(payload=payload, created_at=stamp, updated_at=stamp), inserts)
+    if updates:
+        session.execute(update(target).where(target.c.id == bindparam("_id"))
+                        .values(payload=payload, updated_at=stamp), updates)
+    return len(inserts) + len(updates)
+
+
+def _json_text(session: Session) -> Any:
+    """The payload column's value as JSON text already serialised (``model_dump_json``, the same
+    JSON ``model_dump(mode="json")`` gives, 3-4× faster): a plain text parameter on SQLite,
+    cast to JSONB on PostgreSQL."""
+    param = bindparam("payload_json", type_=Text())
+    return cast(param, JSONB) if session.get_bind().dialect.name == "postgresql" else param
+
+
+def _existing(session: Session, table: _Table,
+              chunk: Sequence[tuple[str, CanonicalModel, str]]) -> dict[str, tuple[int, str]]:
+    """``{canonical key: (id, content_hash)}`` of the chunk's records already stored (one SELECT)."""
     model = table.model
     columns = [getattr(model, name) for name in table.key_columns]
+    wanted = {c_key for c_key, _, _ in chunk}
+    values = {getattr(record, table.key_fields[0]) for _, record, _ in chunk}
     out: dict[str, tuple[int, str]] = {}
-    keys = list(records)
-    for start in range(0, len(keys), 500):
-        chunk = [records[k] for k in keys[start:start + 500]]
-        if len(columns) == 1:
-            condition = columns[0].in_([getattr(r, table.key_fields[0]) for r in chunk])
-        else:
-            condition = columns[0].in_({getattr(r, table.key_fields[0]) for r in chunk})
-        for row in session.execute(select(model.id, model.content_hash, *columns).where(condition)):
-            key = "/".join(str(v) for v in row[2:])
-            if key in records:
-                out[key] = (row[0], row[1])
+    for row in session.execute(select(model.id, model.content_hash, *columns).where(columns[0].in_(values))):
+        key = row[2] if len(columns) == 1 else "/".join(str(v) for v in row[2:])
+        if key in wanted:
+            out[key] = (row[0], row[1])
     return out
 
 
