@@ -197,6 +197,8 @@ class JiandaoyunSimulator(Simulator):
         with self.lock:
             self.apps = dict([app])
             self._transactions.clear()
+            self._ledger_rows: dict[StockKey, str] = {}
+            self._units: tuple[Any, dict[str, Any]] = (None, {})
 
     def forms(self) -> list[Form]:
         return [form for _, forms in self.apps.values() for form in forms.values()]
@@ -507,8 +509,8 @@ class JiandaoyunSimulator(Simulator):
         with self.lock:
             predicate = compile_filter(form, body.get("filter"))
             page = []
-            for record in sorted(form.live(), key=lambda r: r.id):
-                if record.id > cursor and predicate(record):
+            for record in form.after(cursor):
+                if predicate(record):
                     page.append(form.render(record, fields))
                     if len(page) == limit:
                         break
@@ -557,7 +559,7 @@ class JiandaoyunSimulator(Simulator):
             except JdyError:
                 for record in reversed(made):  # all or nothing
                     self._unpost(form, record)
-                    del form.records[record.id]
+                    form.discard(record.id)
                 raise
             reply = {"status": "success", "success_count": len(made), "success_ids": [r.id for r in made]}
             if isinstance(transaction, str):
@@ -608,7 +610,7 @@ class JiandaoyunSimulator(Simulator):
         now = self.clock()
         record = Record(self.new_id(), values, creator, creator, now, now)
         self._post(form, record.id, record.values)
-        form.records[record.id] = record
+        form.add(record)
         return self._changed(form, record, "data_create", now, push)
 
     def _update(self, form: Form, record: Record, data: Any, *, push: bool) -> Record:
@@ -704,33 +706,43 @@ class JiandaoyunSimulator(Simulator):
                            + "; ".join(map(str, exc.shortfalls))) from None
         self._ledger_form([e.key for e in posting.entries])
 
+    def _unit_of(self, sku: str) -> Any:
+        """The item's 单位, from an index of the items form rebuilt when that form changes."""
+        items = self._role("items")
+        code, unit = (items.by_label("物料编码"), items.by_label("单位")) if items else (None, None)
+        if items is None or code is None or unit is None:
+            return None
+        if self._units[0] != (id(items), items.data_modify_time, len(items.records)):
+            index = {r.values.get(code.widget_name): r.values.get(unit.widget_name) for r in reversed(items.live())}
+            self._units = ((id(items), items.data_modify_time, len(items.records)), index)
+        return self._units[1].get(sku)
+
     def _ledger_form(self, keys: Iterable[StockKey]) -> None:
         """The automation's second step: 库存台账 rows of the touched positions follow the ledger."""
         ledger = self._role("ledger")
-        items = self._role("items")
         if ledger is None:
             return
         labels = {w.label: w.widget_name for w in ledger.widgets}
-        unit_of: dict[str, Any] = {}
-        if items is not None and items.by_label("物料编码") and items.by_label("单位"):
-            code, unit = items.by_label("物料编码").widget_name, items.by_label("单位").widget_name  # type: ignore[union-attr]
-            unit_of = {r.values.get(code): r.values.get(unit) for r in items.live()}
         now = self.clock()
         for key in dict.fromkeys(keys):
             wanted = {labels.get("物料编码"): key.sku, labels.get("仓库编码"): key.warehouse,
                       labels.get("库位"): key.bin, labels.get("批次号"): key.lot}
-            row = next((r for r in ledger.live() if all(r.values.get(k) == v for k, v in wanted.items() if k)), None)
+            row = ledger.get(self._ledger_rows.get(key))
+            if row is None or not all(row.values.get(k) == v for k, v in wanted.items() if k):
+                row = next((r for r in ledger.live() if all(r.values.get(k) == v for k, v in wanted.items() if k)),
+                           None)
             qty = self.ledger.balance(*key)
             if row is None:
                 values = {k: v for k, v in wanted.items() if k}
                 row = Record(self.new_id(), values, COMPANY_CREATOR, COMPANY_CREATOR, now, now)
-                ledger.records[row.id] = row
+                ledger.add(row)
+            self._ledger_rows[key] = row.id
             if labels.get("现存量"):
                 row.values[labels["现存量"]] = qty
             if labels.get("最近变动时间"):
                 row.values[labels["最近变动时间"]] = now
             if labels.get("单位"):
-                row.values[labels["单位"]] = unit_of.get(key.sku)
+                row.values[labels["单位"]] = self._unit_of(key.sku)
             row.update_time = now
             ledger.data_modify_time = max(ledger.data_modify_time, now)
 

@@ -18,10 +18,11 @@ Items and the idempotency-key field carry aliases; the other widgets are read by
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -181,6 +182,9 @@ class Form:
         self.records: dict[str, Record] = {}
         self.data_modify_time = modified
         self.serial = itertools.count(1)
+        self._order: list[str] = []  # record ids in ascending order, rebuilt after adds and discards
+        self._version = 0
+        self._order_version = 0
 
     # -- widgets --
 
@@ -210,6 +214,25 @@ class Form:
 
     def live(self) -> list[Record]:
         return [r for r in self.records.values() if r.delete_time is None]
+
+    def add(self, record: Record) -> None:
+        self.records[record.id] = record
+        self._version += 1
+
+    def discard(self, data_id: str) -> None:
+        self.records.pop(data_id, None)
+        self._version += 1
+
+    def after(self, cursor: str) -> Iterator[Record]:
+        """Live records with an ``_id`` above ``cursor``, ascending (the ``data/list`` order)."""
+        if self._order_version != self._version:
+            self._order = sorted(self.records)
+            self._order_version = self._version
+        order = self._order
+        for data_id in order[bisect.bisect_right(order, cursor):]:
+            record = self.records[data_id]
+            if record.delete_time is None:
+                yield record
 
     def get(self, data_id: Any) -> Record | None:
         record = self.records.get(data_id) if isinstance(data_id, str) else None
