@@ -100,6 +100,12 @@ from connectors.registry import register
 
 log = logging.getLogger(__name__)
 
+_TEXT = frozenset({"text", "textarea", "sn", "combo", "radiogroup"})
+_NUMBER = frozenset({"number", "money"})
+# widget types each mapped field may have; anything else is a configuration error (fail closed)
+_TYPES: dict[str, frozenset[str]] = {"date": frozenset({"datetime"}), "changed_at": frozenset({"datetime"}),
+                                     "line_qty": _NUMBER, "line_cost": _NUMBER, "qty": _NUMBER,
+                                     "lines": frozenset({"subform"})}
 _LINE_FIELDS = ("line_sku", "line_qty", "line_unit", "line_cost", "line_lot", "line_from_bin", "line_to_bin")
 _NOT_FIELDS = {"entry_id", "kinds"}
 RECORD_OPS = {"data_create", "data_update", "data_recover"}
@@ -564,13 +570,16 @@ def resolve(form: BaseModel, widgets: Sequence[Any], role: str) -> Any:
 
 
 def _match(widgets: Sequence[Mapping[str, Any]], reference: str, role: str, field_name: str) -> Mapping[str, Any]:
-    for key in ("widgetName", "name"):
-        found = [w for w in widgets if w.get(key) == reference]
-        if found:
-            return found[0]
-    found = [w for w in widgets if w.get("label") == reference]
+    found = next(([w] for key in ("widgetName", "name") for w in widgets if w.get(key) == reference), None) or [
+        w for w in widgets if w.get("label") == reference]
     if len(found) == 1:
-        return found[0]
+        widget = found[0]
+        allowed = _TYPES.get(field_name, _TEXT)
+        kind = widget.get("type")
+        if kind is not None and kind not in allowed:
+            raise ConfigError(f"{role}.{field_name}: field {reference!r} ({widget.get('name')}) is a {kind} field; "
+                              f"expected {' or '.join(sorted(allowed))}")
+        return widget
     if len(found) > 1:
         raise ConfigError(f"{role}.{field_name}: several fields are labelled {reference!r}; name it by alias or "
                           "widget ID")

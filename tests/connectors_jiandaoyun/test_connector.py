@@ -61,6 +61,12 @@ def test_a_missing_field_is_a_config_error_naming_it(url) -> None:
         connector.check()
 
 
+def test_a_field_of_the_wrong_type_is_a_config_error(url) -> None:
+    # 数量 mapped to the text field 单位: refused before any record is read or written
+    with connect(url, movements={"line_qty": "单位"}) as connector, pytest.raises(ConfigError, match="line_qty"):
+        connector.find("K-ANY")
+
+
 def test_recomputed_balances_equal_the_ledger_form(url) -> None:
     with connect(url) as from_ledger, connect(url, ledger=None) as recomputed:
         mv = movement(MovementKind.transfer, lines=[("TS-001", "3"), ("RICE-5", "0.75")])
