@@ -1,18 +1,27 @@
 """P3 (RELIABILITY.md §6(ii)): writing movements to the outbox, one business transaction each.
 
-In one run, each pass on a fresh SQLite file with the store's settings (WAL, synchronous=NORMAL):
+The store runs SQLite in WAL mode at ``synchronous=NORMAL``, but a transaction that *accepts*
+movements from outside commits at ``synchronous=FULL`` (``Store.session(durable=True)``,
+``sync.push.accept``: an acknowledged movement must survive a power loss). So the run measures
+both settings; for each, on fresh SQLite files, in one process:
 
-* ``single-row commits``  — the baseline: stdlib ``sqlite3``, one INSERT of a movement-sized row
-                            (reference, kind, date, JSON payload, hash, time) and a COMMIT per row;
-* ``sync.push.enqueue``   — the hub path: per transaction one movement and its outbox row (one
-                            target), through ``Store.session()`` and ``enqueue`` (idempotency on the
-                            reference, key derivation, ordering key), committed;
-* ``enqueue_many ×100``   — for orientation: 100 movements per transaction (a pull page).
+* ``single-row commits``       — the baseline: stdlib ``sqlite3`` with the same PRAGMAs (WAL and
+                                 that ``synchronous``), one INSERT of a movement-sized row
+                                 (reference, kind, date, JSON payload, hash, time) and a COMMIT;
+* ``sync.push.accept``         — the hub path: one movement and its outbox row (one target) per
+                                 transaction through the intake entry point (idempotency on the
+                                 reference, key derivation, ordering key), committed; durable at
+                                 FULL, ``durable=False`` for the NORMAL orientation figure;
+* ``session + enqueue``        — the same through ``Store.session(durable=…)`` and ``enqueue``
+                                 (what a caller holding a session does), for orientation;
+* ``enqueue_many ×100``        — 100 movements per transaction (a pull page / a file), for orientation.
 
-Prints movements/s for each and the ratio hub / baseline (target ≥ 0.5). Medians of ``--repeat``
-runs. The output compares, it does not assert (STYLE.md "Benchmarks compare").
+Prints movements/s for each and the ratios hub / baseline. The P3 gate is the FULL ratio of
+``accept`` (target ≥ 0.5); NORMAL is for orientation. Medians of ``--repeat`` runs (the order of
+the paths rotates between runs). The output compares, it does not assert (STYLE.md "Benchmarks
+compare").
 
-    python bench/bench_outbox_enqueue.py                  # 2,000 transactions × 3
+    python bench/bench_outbox_enqueue.py                  # 2,000 transactions × 5
     python bench/bench_outbox_enqueue.py --movements 10000 --repeat 5
 """
 from __future__ import annotations
@@ -25,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,16 +44,20 @@ from bench_push_e2e import count_gains  # noqa: E402
 import canonical  # noqa: E402
 from connectors.base import ConnectionSettings  # noqa: E402
 from sync.connections import Connections  # noqa: E402
-from sync.push import enqueue, enqueue_many, payload_of  # noqa: E402
+from sync.push import accept, enqueue, enqueue_many, payload_of  # noqa: E402
 from sync.store import Store  # noqa: E402
 
+SETTINGS = {"FULL": True, "NORMAL": False}  # synchronous level → durable
+PATHS = ("base", "accept", "session", "pages")
 
-def baseline(folder: Path, movements: list[canonical.Movement]) -> float:
+
+def baseline(folder: Path, movements: list[canonical.Movement], durable: bool) -> float:
+    synchronous = "FULL" if durable else "NORMAL"
     rows = [(m.reference, m.kind.value, m.document_date.isoformat(), json.dumps(payload_of(m)),
              canonical.content_hash(m)) for m in movements]
     conn = sqlite3.connect(folder / "baseline.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("CREATE TABLE movement (id INTEGER PRIMARY KEY, reference TEXT UNIQUE, kind TEXT, "
                  "document_date TEXT, payload TEXT, content_hash TEXT, created_at REAL)")
     started = time.perf_counter()
@@ -57,61 +71,76 @@ def baseline(folder: Path, movements: list[canonical.Movement]) -> float:
     return len(rows) / elapsed
 
 
-def _store(folder: Path, name: str) -> tuple[Store, Connections]:
+def _timed(folder: Path, name: str, run: Callable[[Store, Connections], int]) -> float:
     store = Store.open(f"sqlite:///{folder / name}")
-    store.upgrade()
-    settings = {"erp": ConnectionSettings(platform="reference", url="http://127.0.0.1:9")}
-    return store, Connections(store, settings, factory=lambda n, s: None)  # type: ignore[arg-type,return-value]
-
-
-def hub_single(folder: Path, movements: list[canonical.Movement]) -> float:
-    store, connections = _store(folder, "hub.db")
     try:
+        store.upgrade()
+        settings = {"erp": ConnectionSettings(platform="reference", url="http://127.0.0.1:9")}
+        connections = Connections(store, settings, factory=lambda n, s: None)  # type: ignore[arg-type,return-value]
         connections.id("erp")
         started = time.perf_counter()
+        count = run(store, connections)
+        return count / (time.perf_counter() - started)
+    finally:
+        store.close()
+
+
+def hub_accept(folder: Path, movements: list[canonical.Movement], durable: bool) -> float:
+    def run(store: Store, connections: Connections) -> int:
         for m in movements:
-            with store.session() as s:
+            accept(store, [m], ["erp"], connections=connections, durable=durable)
+        return len(movements)
+
+    return _timed(folder, "hub-accept.db", run)
+
+
+def hub_session(folder: Path, movements: list[canonical.Movement], durable: bool) -> float:
+    def run(store: Store, connections: Connections) -> int:
+        for m in movements:
+            with store.session(durable=durable) as s:
                 enqueue(s, m, ["erp"], connections=connections)
-        return len(movements) / (time.perf_counter() - started)
-    finally:
-        store.close()
+        return len(movements)
+
+    return _timed(folder, "hub-session.db", run)
 
 
-def hub_pages(folder: Path, movements: list[canonical.Movement], page: int = 100) -> float:
-    store, connections = _store(folder, "hub-pages.db")
-    try:
-        connections.id("erp")
-        started = time.perf_counter()
+def hub_pages(folder: Path, movements: list[canonical.Movement], durable: bool, page: int = 100) -> float:
+    def run(store: Store, connections: Connections) -> int:
         for start in range(0, len(movements), page):
-            with store.session() as s:
+            with store.session(durable=durable) as s:
                 enqueue_many(s, movements[start:start + page], ["erp"], connections=connections)
-        return len(movements) / (time.perf_counter() - started)
-    finally:
-        store.close()
+        return len(movements)
+
+    return _timed(folder, "hub-pages.db", run)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movements", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     n = args.movements
-    results: dict[str, list[float]] = {"base": [], "hub": [], "pages": []}
+    results: dict[tuple[str, str], list[float]] = {(s, p): [] for s in SETTINGS for p in PATHS}
     for run in range(args.repeat):
-        movements = count_gains(n, f"P3-{run}")
-        folder = Path(tempfile.mkdtemp(prefix="erphub-p3-"))
-        try:
-            results["base"].append(baseline(folder, movements))
-            results["hub"].append(hub_single(folder, movements))
-            results["pages"].append(hub_pages(folder, movements))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    base, hub, pages = (statistics.median(results[k]) for k in ("base", "hub", "pages"))
-    print(f"single-row commits (sqlite3, WAL+NORMAL)  {n:>7} txns  {base:9.0f} /s")
-    print(f"sync.push.enqueue, 1 movement per txn     {n:>7} txns  {hub:9.0f} /s")
-    print(f"enqueue_many, 100 movements per txn       {n:>7} mvts  {pages:9.0f} /s")
-    print(f"ratio (enqueue / single-row commits): {hub / base:.3f}   target ≥ 0.5")
-    print(f"ratio (enqueue_many x100 / single-row commits): {pages / base:.3f}")
+        for level, durable in SETTINGS.items():
+            movements = count_gains(n, f"P3-{level}-{run}")
+            folder = Path(tempfile.mkdtemp(prefix="erphub-p3-"))
+            measure = {"base": baseline, "accept": hub_accept, "session": hub_session, "pages": hub_pages}
+            order = PATHS[run % len(PATHS):] + PATHS[:run % len(PATHS)]
+            try:
+                for path in order:
+                    results[(level, path)].append(measure[path](folder, movements, durable))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    for level in SETTINGS:
+        base, hub, session, pages = (statistics.median(results[(level, p)]) for p in PATHS)
+        gate = "P3 gate, target ≥ 0.5" if level == "FULL" else "orientation"
+        print(f"WAL+{level}: single-row commits (sqlite3)         {n:>7} txns  {base:9.0f} /s")
+        print(f"WAL+{level}: sync.push.accept, 1 movement per txn {n:>7} txns  {hub:9.0f} /s")
+        print(f"WAL+{level}: session + enqueue, 1 per txn         {n:>7} txns  {session:9.0f} /s")
+        print(f"WAL+{level}: enqueue_many, 100 per txn            {n:>7} mvts  {pages:9.0f} /s")
+        print(f"WAL+{level}: ratio accept / single-row commits: {hub / base:.3f}   ({gate}); "
+              f"session+enqueue {session / base:.3f}; enqueue_many x100 {pages / base:.3f}")
 
 
 if __name__ == "__main__":

@@ -48,12 +48,15 @@ Re-enqueueing
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Connection as SAConnection
+from sqlalchemy import Dialect, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -136,15 +139,20 @@ def _known_id(session: Session, connections: Connections, name: str) -> int | No
     return cached[name]
 
 
-def _targets(session: Session, targets: Sequence[int | str], connections: Connections) -> list[_Target]:
+def _check_targets(targets: Sequence[int | str]) -> None:
     if isinstance(targets, (str, int)):
         raise TypeError("targets must be a sequence of connection names or ids")
     if not targets:
         raise ValueError("a movement needs at least one target connection")
+    for target in targets:
+        if isinstance(target, bool) or not isinstance(target, (int, str)):
+            raise TypeError(f"target {target!r} is not a connection name or id")
+
+
+def _targets(session: Session, targets: Sequence[int | str], connections: Connections) -> list[_Target]:
+    _check_targets(targets)
     out: dict[int, _Target] = {}
     for target in targets:
-        if isinstance(target, bool):
-            raise TypeError(f"target {target!r} is not a connection name or id")
         if isinstance(target, int):
             row = session.get(Connection, target)
             if row is None:
@@ -201,12 +209,60 @@ def enqueue_many(
 ) -> list[int]:
     """:func:`enqueue` for many movements in one transaction (all or nothing); their ids in order.
 
-    Happy path per movement: one ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` for the
-    movement and one per outbox row (Core statements built once, no ORM flush). Only when the
-    reference is already stored does it read the stored row (hash, existing targets); only when
-    an idempotency key is already taken does it look further (next candidate).
+    Happy path per movement: one ``INSERT … ON CONFLICT DO NOTHING`` for the movement and one
+    per outbox row, no ORM flush (see :class:`_Writer`). Only when the reference is already
+    stored does it read the stored row (hash, existing targets); only when an idempotency key is
+    already taken does it look further (next candidate).
     """
-    now = now or utcnow()
+    batch = _batch(movements, source_documents)
+    session.flush()  # the caller's pending ORM objects go first (the statements below do not autoflush)
+    # SQLite: open the write transaction now, so the statements below run in one transaction
+    # holding the write lock (and a savepoint, if one is needed, nests inside it).
+    begin_write(session)
+    resolved = _targets(session, targets, connections)
+    source_id = _source_id(session, source_connection, connections)
+    return _write(_writer(session.connection(), session.begin_nested), batch, resolved, source_id, now or utcnow())
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """:func:`enqueue_many`'s optional keywords, which :func:`accept` passes on."""
+
+    source_connection: str | None
+    source_documents: Sequence[str | None] | None
+    now: datetime | None
+
+
+def accept(store: Store, movements: Iterable[canonical.Movement], targets: Sequence[int | str], *,
+           connections: Connections, durable: bool = True, **options: Unpack[EnqueueOptions]) -> list[int]:
+    """Accept movements from outside: :func:`enqueue_many` in a durable write transaction of
+    its own, committed before it returns; their ids in order.
+
+    Once this returns the movements survive a power loss, so the caller may acknowledge them
+    to their source (see "Durable intake" in the module doc). ``durable=False`` is only for
+    input that can be read again from where it came from (and for the benchmark's orientation
+    figure). Targets and the source are resolved through ``connections`` (row ids it commits
+    and caches) and the rows are written on a Core connection, without an ORM session.
+    """
+    batch = _batch(movements, options.get("source_documents"))
+    _check_targets(targets)
+    if connections.store is not store or not all(isinstance(target, str) for target in targets):
+        with store.session(write=True, durable=durable) as session:  # ids to check, or another store's cache
+            return enqueue_many(session, batch.movements, targets, connections=connections, **options)
+    resolved = list({(t := connections.id(str(name))): _Target(t, str(name)) for name in targets}.values())
+    source = options.get("source_connection")
+    source_id = connections.id(source) if source is not None else None
+    with store.transaction(write=True, durable=durable) as connection:
+        return _write(_writer(connection, connection.begin_nested), batch, resolved, source_id,
+                      options.get("now") or utcnow())
+
+
+@dataclass(frozen=True)
+class _Batch:
+    movements: list[canonical.Movement]
+    documents: list[str | None]
+
+
+def _batch(movements: Iterable[canonical.Movement], source_documents: Sequence[str | None] | None) -> _Batch:
     movements = list(movements)
     documents = list(source_documents) if source_documents is not None else [None] * len(movements)
     if len(documents) != len(movements):
@@ -216,21 +272,17 @@ def enqueue_many(
         seen: set[str] = set()
         twice = next(r for r in references if r in seen or seen.add(r))  # type: ignore[func-returns-value]
         raise ValueError(f"movement {twice!r} appears twice in one batch")
-    session.flush()  # the caller's pending ORM objects go first (Core statements below do not autoflush)
-    # SQLite: open the write transaction now, so the statements below run in one transaction
-    # holding the write lock (and a savepoint, if one is needed, nests inside it).
-    begin_write(session)
-    resolved = _targets(session, targets, connections)
-    source_id = _source_id(session, source_connection, connections)
-    writer = _Writer(session)
+    return _Batch(movements, documents)
+
+
+def _write(writer: _Writer, batch: _Batch, targets: list[_Target], source_id: int | None,
+           now: datetime) -> list[int]:
+    writer.stamp(now)
     ids: list[int] = []
-    for movement, document in zip(movements, documents, strict=True):
+    for movement, document in zip(batch.movements, batch.documents, strict=True):
         digest = canonical.content_hash(movement)  # once per movement
         document = document or movement.source_document
-        row_id = writer.insert_movement({
-            "reference": movement.reference, "kind": movement.kind.value, "document_date": movement.document_date,
-            "payload": payload_of(movement), "content_hash": digest, "source_connection_id": source_id,
-            "source_document": document, "created_at": now})
+        row_id = writer.insert_movement(movement, digest, source_id, document)
         new = row_id is not None
         if row_id is None:  # the reference is stored already (by us earlier, or by a concurrent enqueue)
             stored = writer.stored_movement(movement.reference)
@@ -240,48 +292,56 @@ def enqueue_many(
             if stored_hash != digest:
                 raise MovementConflict(movement.reference, stored_hash=stored_hash, new_hash=digest,
                                        stored_id=row_id, source_document=document)
-        _add_outbox_rows(writer, row_id, movement, resolved, new, now)
+        _add_outbox_rows(writer, row_id, movement, targets, new)
         ids.append(row_id)
     return ids
 
 
-def accept(store: Store, movements: Iterable[canonical.Movement], targets: Sequence[int | str], *,
-           connections: Connections, **options: Any) -> list[int]:
-    """Accept movements from outside: :func:`enqueue_many` (``options`` are its keyword options)
-    in one durable write transaction of its own, committed before it returns; their ids in order.
-
-    Once this returns the movements survive a power loss, so the caller may acknowledge them
-    to their source (see "Durable intake" in the module doc).
-    """
-    with store.session(write=True, durable=True) as session:
-        return enqueue_many(session, movements, targets, connections=connections, **options)
+def _writer(connection: SAConnection, nested: Callable[[], AbstractContextManager[Any]]) -> _Writer:
+    if connection.dialect.name == "sqlite":
+        return _SqliteWriter(connection, nested)
+    return _Writer(connection, nested)
 
 
 class _Writer:
-    """Core statements of one enqueue, on the session's connection (same transaction)."""
+    """The statements of one enqueue, as Core on the caller's connection (same transaction).
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.connection = session.connection()
-        self.statements = _statements(self.connection.dialect.name)
+    ``nested`` opens a savepoint (the session's or the connection's), needed only on a dialect
+    without ``ON CONFLICT``."""
+
+    def __init__(self, connection: SAConnection, nested: Callable[[], AbstractContextManager[Any]]) -> None:
+        self.connection = connection
+        self.nested = nested
+        self.statements = _statements(connection.dialect.name)
+        self.now: datetime | None = None
+
+    def stamp(self, now: datetime) -> None:
+        """The time written into every row of this batch."""
+        self.now = now
 
     def _insert_or_nothing(self, which: str, params: dict[str, Any]) -> int | None:
         stmt = self.statements[which]
         if self.statements["upsert"]:
             return self.connection.execute(stmt, params).scalar()
         try:  # a dialect without ON CONFLICT: a savepoint keeps the transaction usable
-            with self.session.begin_nested():
+            with self.nested():
                 return self.connection.execute(stmt, params).scalar()
         except IntegrityError:
             return None
 
-    def insert_movement(self, params: dict[str, Any]) -> int | None:
+    def insert_movement(self, movement: canonical.Movement, digest: str, source_id: int | None,
+                        document: str | None) -> int | None:
         """The new movement's id, or None when its reference is stored already."""
-        return self._insert_or_nothing("movement", params)
+        return self._insert_or_nothing("movement", {
+            "reference": movement.reference, "kind": movement.kind.value, "document_date": movement.document_date,
+            "payload": payload_of(movement), "content_hash": digest, "source_connection_id": source_id,
+            "source_document": document, "created_at": self.now})
 
-    def insert_outbox(self, params: dict[str, Any]) -> int | None:
+    def insert_outbox(self, movement_id: int, target_id: int, key: str, order: str | None) -> int | None:
         """The new outbox row's id, or None when (movement, target) or the key is taken."""
-        return self._insert_or_nothing("outbox", params)
+        return self._insert_or_nothing("outbox", {
+            "movement_id": movement_id, "target_connection_id": target_id, "idempotency_key": key,
+            "ordering_key": order, "next_attempt_at": self.now, "created_at": self.now, "updated_at": self.now})
 
     def stored_movement(self, reference: str) -> tuple[int, str] | None:
         row = self.connection.execute(self.statements["stored"], {"reference": reference}).first()
@@ -293,6 +353,102 @@ class _Writer:
     def has_row(self, movement_id: int, target_id: int) -> bool:
         return self.connection.execute(self.statements["exists"], {"movement_id": movement_id,
                                                                    "target_id": target_id}).first() is not None
+
+
+class _SqliteWriter(_Writer):
+    """The two inserts of the happy path straight on the SQLite driver connection.
+
+    Each is a Core ``INSERT … ON CONFLICT DO NOTHING`` compiled once per dialect
+    (:class:`_DriverInsert`), its values bound with SQLAlchemy's own bind processors for the
+    columns, so the stored values are exactly what the Core statement stores; the driver's
+    statement cache keeps it prepared. The payload is ``model_dump_json`` of the movement, the
+    same text as the engine's JSON serialiser gives for :func:`payload_of` (a test pins that)
+    without building the dict first; the batch's time is converted once. The rare paths (a
+    reference or key already taken) stay Core."""
+
+    def __init__(self, connection: SAConnection, nested: Callable[[], AbstractContextManager[Any]]) -> None:
+        super().__init__(connection, nested)
+        self.inserts = _driver_inserts(connection.dialect)
+        dbapi_connection = connection.connection.dbapi_connection
+        assert dbapi_connection is not None
+        self.cursor = dbapi_connection.cursor()
+
+    def stamp(self, now: datetime) -> None:
+        super().stamp(now)
+        self.stamped = self.inserts.movement.process("created_at", now)
+
+    def insert_movement(self, movement: canonical.Movement, digest: str, source_id: int | None,
+                        document: str | None) -> int | None:
+        insert = self.inserts.movement
+        return insert.run(self.cursor, {
+            "reference": movement.reference, "kind": movement.kind.value,
+            "document_date": insert.process("document_date", movement.document_date),
+            "payload": movement.model_dump_json(exclude_none=True), "content_hash": digest,
+            "source_connection_id": source_id, "source_document": document, "created_at": self.stamped})
+
+    def insert_outbox(self, movement_id: int, target_id: int, key: str, order: str | None) -> int | None:
+        stamped = self.stamped
+        return self.inserts.outbox.run(self.cursor, {
+            "movement_id": movement_id, "target_connection_id": target_id, "idempotency_key": key,
+            "ordering_key": order, "next_attempt_at": stamped, "created_at": stamped, "updated_at": stamped})
+
+
+class _DriverInsert:
+    """``INSERT INTO table … ON CONFLICT DO NOTHING`` compiled once for a SQLite dialect.
+
+    :meth:`run` takes every column value already in driver form: the caller converts with
+    :meth:`process` (SQLAlchemy's bind processor of that column on this dialect) where a
+    column has one. Columns with a constant Python-side default (``status``, ``attempts``)
+    get it here, as Core would; a column with a computed default must be given."""
+
+    def __init__(self, table: Table, dialect: Dialect, keys: Sequence[str], conflict: Sequence[str] = ()) -> None:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        given = set(keys)
+        self.defaults = {column.key: column.default.arg for column in table.columns  # type: ignore[union-attr]
+                         if column.key not in given and column.default is not None and column.default.is_scalar}
+        stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=[table.c[name] for name in conflict] or None)
+        compiled = stmt.compile(dialect=dialect, column_keys=[*keys, *self.defaults])
+        if compiled.insert_prefetch:
+            raise RuntimeError(f"{table.name}: columns {[c.key for c in compiled.insert_prefetch]} need a value")
+        self.sql = str(compiled)
+        self.order = list(compiled.positiontup or ())
+        self.processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                           for name in self.order}
+        self.defaults = {name: self.process(name, value) for name, value in self.defaults.items()}
+
+    def process(self, name: str, value: Any) -> Any:
+        processor = self.processors[name]
+        return value if processor is None or value is None else processor(value)
+
+    def run(self, cursor: Any, values: dict[str, Any]) -> int | None:
+        """The new row's id, or None when a unique constraint already holds the row."""
+        values.update(self.defaults)
+        cursor.execute(self.sql, [values[name] for name in self.order])
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
+@dataclass(frozen=True)
+class _DriverInserts:
+    movement: _DriverInsert
+    outbox: _DriverInsert
+
+
+_DRIVER_INSERTS: WeakKeyDictionary[Dialect, _DriverInserts] = WeakKeyDictionary()
+
+
+def _driver_inserts(dialect: Dialect) -> _DriverInserts:
+    """Built once per dialect instance (its JSON serialiser and processors are the engine's)."""
+    found = _DRIVER_INSERTS.get(dialect)
+    if found is None:
+        movement, outbox = Movement.__table__, Outbox.__table__
+        found = _DRIVER_INSERTS[dialect] = _DriverInserts(
+            _DriverInsert(movement, dialect, ["reference", "kind", "document_date", "payload", "content_hash",  # type: ignore[arg-type]
+                                              "source_connection_id", "source_document", "created_at"],
+                          conflict=["reference"]),
+            _DriverInsert(outbox, dialect, ["movement_id", "target_connection_id", "idempotency_key",  # type: ignore[arg-type]
+                                            "ordering_key", "next_attempt_at", "created_at", "updated_at"]))
+    return found
 
 
 _STATEMENTS: dict[str, dict[str, Any]] = {}
@@ -327,17 +483,15 @@ def _statements(dialect: str) -> dict[str, Any]:
 
 
 def _add_outbox_rows(writer: _Writer, movement_id: int, movement: canonical.Movement, targets: list[_Target],
-                     new: bool, now: datetime) -> None:
+                     new: bool) -> None:
     existing = set() if new else writer.targets_of(movement_id)
     order = ordering_key(movement)
     for target in targets:
         if target.id in existing:
             continue
         for n in range(1, _MAX_KEY_CANDIDATES + 1):
-            inserted = writer.insert_outbox({
-                "movement_id": movement_id, "target_connection_id": target.id,
-                "idempotency_key": idempotency_key(movement.reference, target.name, n), "ordering_key": order,
-                "next_attempt_at": now, "created_at": now, "updated_at": now})
+            inserted = writer.insert_outbox(movement_id, target.id, idempotency_key(movement.reference, target.name, n),
+                                            order)
             if inserted is not None:
                 break
             # Either a concurrent enqueue added this (movement, target) first, or the key belongs
@@ -349,5 +503,5 @@ def _add_outbox_rows(writer: _Writer, movement_id: int, movement: canonical.Move
                                f"after {_MAX_KEY_CANDIDATES} candidates")
 
 
-__all__ = ["KEY_LENGTH", "MovementConflict", "accept", "enqueue", "enqueue_many", "idempotency_key", "movement_of",
+__all__ = ["KEY_LENGTH", "EnqueueOptions", "MovementConflict", "accept", "enqueue", "enqueue_many", "idempotency_key", "movement_of",
            "ordering_key", "payload_of"]

@@ -153,22 +153,81 @@ def test_payload_round_trips_with_the_same_hash() -> None:
 
 
 def test_accept_enqueues_in_a_durable_transaction_of_its_own(store, connections, monkeypatch) -> None:
-    # Given the durable level the store's sessions run at while movements are enqueued
+    # Given a spy on the synchronous level of the connection the rows are written on
     from sync import push
 
     levels: list[int] = []
-    real = push.enqueue_many
+    real = push._write
 
-    def spy(session, *args, **kwargs):
-        levels.append(session.connection().exec_driver_sql("PRAGMA synchronous").scalar())
-        return real(session, *args, **kwargs)
+    def spy(writer, *args, **kwargs):
+        levels.append(writer.connection.exec_driver_sql("PRAGMA synchronous").scalar())
+        return real(writer, *args, **kwargs)
 
-    monkeypatch.setattr(push, "enqueue_many", spy)
-    # When movements from outside are accepted
-    batch = [movement("purchase_receipt"), movement("sales_issue")]
-    ids = push.accept(store, batch, ["kd"], connections=connections)
-    # Then they were written at synchronous=FULL (2), committed, one outbox row each
-    assert levels == [2]
-    assert len(ids) == 2 and _counts(store) == (2, 2)
+    monkeypatch.setattr(push, "_write", spy)
+    # When movements from outside are accepted, by name and by connection id
+    ids = push.accept(store, [movement("purchase_receipt"), movement("sales_issue")], ["kd"], connections=connections)
+    again = push.accept(store, [movement("count_gain")], [connections.id("sap")], connections=connections)
+    # Then each batch was written at synchronous=FULL (2) and committed, one outbox row each
+    assert levels == [2, 2]
+    assert len(ids) == 2 and len(again) == 1 and _counts(store) == (3, 3)
     with store.session() as s:
         assert s.connection().exec_driver_sql("PRAGMA synchronous").scalar() == 1
+
+
+def _awkward_movements() -> list:
+    from datetime import datetime, timedelta, timezone
+
+    from canonical import Movement as CanonicalMovement
+
+    plain = [movement(kind) for kind in ("purchase_receipt", "sales_issue", "transfer", "count_gain")]
+    odd = movement("purchase_receipt", lines=[("RICE-5", "12345678901234.125")]).model_dump()
+    odd.update(memo='中文 "quoted" \\ back/slash \n\t\x01 \u2028 é',
+               posted_at=datetime(2024, 3, 1, 9, 30, 0, 123456, tzinfo=timezone(timedelta(hours=8))))
+    return [*plain, CanonicalMovement.model_validate(odd)]
+
+
+def _raw_rows(store: Store) -> dict[str, list[tuple]]:
+    with store.engine.connect() as connection:
+        return {table: connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id").fetchall()
+                for table in ("movement", "outbox")}
+
+
+def test_the_sqlite_driver_path_stores_exactly_what_the_core_statements_store(tmp_path, monkeypatch) -> None:
+    # Given two fresh stores, one written through the driver inserts and one through the Core writer
+    from datetime import UTC, datetime
+
+    from sync import push
+
+    now = datetime(2026, 1, 5, 9, 0, 0, 250000, tzinfo=UTC)
+    rows = {}
+    batch = _awkward_movements()
+    for path in ("driver", "core"):
+        with Store.open(f"sqlite:///{tmp_path / path}.db") as store:
+            store.upgrade()
+            connections = Connections(store, {"kd": ConnectionSettings(platform="kingdee", url="http://127.0.0.1:9")})
+            if path == "core":
+                monkeypatch.setattr(push, "_writer", push._Writer)
+            # When the same movements are enqueued (and accepted) at the same time
+            with store.session() as s:
+                enqueue_many(s, batch[:3], ["kd"], connections=connections, source_connection="kd",
+                             source_documents=["D1", None, "D3"], now=now)
+            push.accept(store, batch[3:], ["kd"], connections=connections, now=now)
+            rows[path] = _raw_rows(store)
+    # Then every column of every row is the same value of the same type
+    assert rows["driver"] == rows["core"]
+    assert [[type(v) for v in row] for row in rows["driver"]["outbox"]] == \
+        [[type(v) for v in row] for row in rows["core"]["outbox"]]
+    assert len(rows["driver"]["movement"]) == 5 and len(rows["driver"]["outbox"]) == 5
+
+
+def test_the_stored_payload_is_the_engine_serialiser_text_and_reads_back_equal(store, connections) -> None:
+    from sync.store.types import json_dumps
+
+    batch = _awkward_movements()
+    with store.session() as s:
+        ids = enqueue_many(s, batch, ["kd"], connections=connections)
+    with store.engine.connect() as connection:
+        texts = [connection.exec_driver_sql("SELECT payload FROM movement WHERE id = ?", (i,)).scalar() for i in ids]
+    assert texts == [json_dumps(payload_of(m)) for m in batch]
+    with store.session() as s:
+        assert [movement_of(s.get(Movement, i).payload) for i in ids] == batch
