@@ -43,7 +43,7 @@ connection, upsert refusals on the target, kind ``mapping``/``rejected``); the r
 balance of an item, warehouse or bin that failed (an open error-queue entry) is left out of its movement
 and reported, so one bad item does not sink a whole document.
 
-``dry_run=True`` reads the source (and, read-only, the target's items and warehouses), maps and
+``dry_run=True`` reads the source (and, read-only, the target's items, warehouses and bins), maps and
 validates everything and records what would fail, writing nothing to the target, the outbox,
 the id map or the error queue.
 """
@@ -458,6 +458,14 @@ class _Migration:
         existing: set[tuple[str, str]] | None = None
         if (self.dry_run or not writable) and Entity.LOCATIONS in self.target.capabilities.entities:
             existing = {(b.warehouse, b.code) for page in self.target.read(Entity.LOCATIONS) for b in page.records}
+        self._read_locations(counts, writable, existing)
+        if counts.read and not writable:
+            self.ws.add(Problem("locations", "locations", "*", f"{self.state['target']} cannot write bin locations "
+                                "(capabilities.writable): the source's bins were "
+                                + ("checked against its own" if existing is not None else "not copied and cannot be "
+                                   "checked there"), field="capabilities", severity="warning"))
+
+    def _read_locations(self, counts: PhaseCounts, writable: bool, existing: set[tuple[str, str]] | None) -> None:
         if Entity.LOCATIONS in self.source.capabilities.entities:
             for page in self._pages("locations", lambda **kw: self.source.read(Entity.LOCATIONS, **kw)):
                 self._locations(page.records, page.errors, page.resume, counts, writable, existing)

@@ -229,6 +229,7 @@ def test_a_target_that_cannot_write_bins_is_checked_and_stock_on_a_missing_bin_i
 def test_a_target_that_can_neither_write_nor_list_bins_gets_a_warning_per_bin(store, bins_pair) -> None:
     _src, _sap, connections = bins_pair("kd", limit={"read": False})
     result, problems = _migrate(store, connections, dry_run=True)
-    warnings = {p.record for p in problems if p.phase == "locations" and p.severity == "warning"}
-    assert warnings == {"CK001/A-01", "CK001/A-02"} and result.errors == 0
-    assert all("must exist there already" in p.message for p in problems if p.phase == "locations")
+    warnings = {p.record: p.message for p in problems if p.phase == "locations" and p.severity == "warning"}
+    assert set(warnings) == {"*", "CK001/A-01", "CK001/A-02"} and result.errors == 0
+    assert "cannot write bin locations" in warnings.pop("*")
+    assert all("must exist there already" in message for message in warnings.values())
