@@ -42,7 +42,7 @@ Admin (on top of :mod:`sandbox.admin`):
 
 | route | does |
 |---|---|
-| ``POST /_admin/seed`` | base keys plus ``app`` (JSON app definition, replaces the reference app), ``api_keys``, ``rate_limits``, ``error_codes``, ``aliases`` (``{form: {widget: alias or null}}``), ``webhooks`` (``{form: config}``, as below), ``webhook_delivery`` |
+| ``POST /_admin/seed`` | base keys plus ``app`` (JSON app definition, replaces the reference app), ``api_keys``, ``rate_limits``, ``error_codes``, ``aliases`` (``{form: {widget: alias or null}}``; pushes ``form_update``), ``webhooks`` (``{form: config}``, as below), ``webhook_delivery`` |
 | ``GET /_admin/webhooks`` | hook settings per form, delivery settings and ``deliveries`` (every attempt: ``deliver_id, op, entry_id, data_id, attempt, status, error, timestamp, nonce, url, signature_ok, at``); ``?wait=<s>`` first waits until no delivery is pending |
 | ``POST /_admin/webhooks`` | ``{"form": "items", "url": "http://...", "secret": "...", "ops": [...], "duplicate": false, "bad_signature": false, "stale_seconds": 0}`` (``url: null`` removes the hook); or ``{"delivery": {"retries": 4, "backoff": [0.05, 0.1], "timeout": 2}}`` |
 | ``POST /_admin/webhooks/test`` | ``{"form": "items"}``: the settings page's connection test, an event ``op: data_test`` without data |
@@ -77,6 +77,7 @@ from sandbox.jiandaoyun_forms import (
     Record,
     Widget,
     compile_filter,
+    iso_ms,
     reference_app,
 )
 from sandbox.jiandaoyun_webhooks import WebhookSender
@@ -265,15 +266,26 @@ class JiandaoyunSimulator(Simulator):
                     raise ValueError(f"error_codes.{unknown[0]}: unknown (known: {', '.join(DEFAULT_CODES)})")
                 self.codes.update({k: int(v) for k, v in codes.items()})
             for which, aliases in dict(rest.pop("aliases", {})).items():
-                form = self.form(which)
-                for widget, alias in aliases.items():
-                    form.set_alias(widget, alias)
-                form.data_modify_time = self.clock()
+                self.set_aliases(which, aliases)
             for which, config in dict(rest.pop("webhooks", {})).items():
                 self.webhooks.configure(self.form(which).entry_id, config)
             if "webhook_delivery" in rest:
                 self.webhooks.set_delivery(rest.pop("webhook_delivery"))
         super().seed(rest)
+
+    def set_aliases(self, form: str, aliases: Mapping[str, str | None]) -> None:
+        """A form designer saving new aliases (seed key ``aliases``): reads and pushes use them from
+        now on, and the form's hook gets ``op: form_update`` with the widgets (表单事件推送)."""
+        target = self.form(form)
+        with self.lock:
+            for widget, alias in aliases.items():
+                target.set_alias(widget, alias)
+            target.data_modify_time = self.clock()
+            widgets = [{k: w.describe()[k] for k in ("label", "name", "type", "widgetName")} | (
+                {"items": w.describe()["items"]} if w.type == "subform" else {}) for w in target.widgets]
+            self.webhooks.emit(target.entry_id, "form_update", {
+                "appId": target.app_id, "entryId": target.entry_id, "name": target.name,
+                "createTime": iso_ms(self.clock()), "widgets": widgets})
 
     def seed_world(self, world: World) -> None:
         """Items → 物料, warehouses → 仓库 (partners have no form in the reference app and are

@@ -159,3 +159,19 @@ def test_simulator_pushes_decode_through_the_connector(sim, url, inbox) -> None:
     assert by_op[("data_update", Entity.ITEMS)].records[0].sku == "TS-001"
     assert ("data_test", None) in by_op
     assert len({e.delivery_id for e in events}) == 3
+
+
+def test_a_form_update_push_refreshes_the_field_names(sim, url, inbox) -> None:
+    hook_url, received = inbox
+    sim.configure_webhook("items", url=hook_url, secret=HOOK_SECRET)
+    with connect(url, webhook_secret=SecretStr(HOOK_SECRET)) as connector:
+        connector.check()  # resolves 物料编码 → item_code
+        # When the tenant renames the alias, then edits an item
+        sim.set_aliases("items", {"item_code": "sku_code"})
+        sim.touch("items", "TS-002")
+        assert sim.webhooks.wait_idle(10)
+        events = [connector.receive_webhook(request) for request in received]
+    # Then the form_update push re-resolved the names and the edit decodes under the new alias
+    assert [e.operation for e in events] == ["form_update", "data_update"]
+    assert events[1].records[0].sku == "TS-002" and events[1].errors == ()
+    assert connector.form("items").sku == "sku_code"

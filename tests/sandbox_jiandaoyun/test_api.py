@@ -162,6 +162,22 @@ def test_subform_rows_keep_their_ids_when_echoed(api) -> None:
     assert [line[QTY] for line in lines] == [3, 1]
 
 
+def test_linkdata_must_name_a_record_of_its_target_form(api) -> None:
+    _, warehouses = api("app/entry/data/list", {"limit": 1}, form=WAREHOUSES_ENTRY)
+    link = "_widget_1669106585504"
+    ok = api("app/entry/data/create", {"data": {**receipt("A002", 1), link: {"value": warehouses["data"][0]["_id"]}}},
+             form=MOVEMENTS_ENTRY)
+    assert ok[0] == 200 and ok[1]["data"][link] == warehouses["data"][0]["_id"]
+    status, body = api("app/entry/data/create", {"data": {**receipt("A002", 1), link: {"value": "f" * 24}}},
+                       form=MOVEMENTS_ENTRY)
+    assert (status, body["code"]) == (400, 3005)
+
+
+def test_data_creator_names_the_creator(api) -> None:
+    _, body = api("app/entry/data/create", {"data": {}, "data_creator": "zhangsan"}, form=ITEMS_ENTRY)
+    assert body["data"]["creator"]["username"] == "zhangsan"
+
+
 # --- filters ---------------------------------------------------------------------------------------
 
 
