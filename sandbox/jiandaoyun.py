@@ -49,8 +49,13 @@ Admin (on top of :mod:`sandbox.admin`):
 | ``POST /_admin/records`` | an edit in the Jiandaoyun UI: ``{"form", "op": "create"/"update"/"remove"/"recover", "data_id"?, "data"? (wrapped values)}``; pushes like an API single write; answers ``{"data": record}`` |
 
 ``form`` is a role (``items``, ``warehouses``, ``movements``, ``ledger``), an entry id or a form
-name. ``touch(entity, key, at)`` is a UI edit too and pushes ``data_update``. Webhook delivery
-details: :mod:`sandbox.jiandaoyun_webhooks`.
+name. ``touch(entity, key, at)`` is a UI edit too and pushes ``data_update``. The same from Python:
+``sim.configure_webhook(form, url=..., secret=..., duplicate=..., bad_signature=..., stale_seconds=...)``,
+``sim.webhooks.set_delivery({...})``, ``sim.send_test(form)``, ``sim.ui_edit(form, op, data_id=, data=)``,
+``sim.set_aliases(form, {...})``, ``sim.webhooks.deliveries()``, ``sim.webhooks.wait_idle(seconds)``.
+A push's ``timestamp`` (and ``opTime``) come from the simulator's clock: run it on real time
+(the default) when the receiver checks freshness. Delivery details:
+:mod:`sandbox.jiandaoyun_webhooks`.
 """
 from __future__ import annotations
 
