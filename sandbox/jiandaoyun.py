@@ -86,8 +86,8 @@ from sandbox.jiandaoyun_forms import (
     reference_app,
 )
 from sandbox.jiandaoyun_webhooks import WebhookSender
-from sandbox.ledger import Entry, LedgerError, NegativeStock, StockKey
-from sandbox.world import World
+from sandbox.ledger import Entry, LedgerError, NegativeStock, StockKey, to_decimal
+from sandbox.world import World, WorldBalance
 
 DEFAULT_API_KEY = "jdy-sim-key-0123456789abcdef"
 COMPANY_CREATOR = "jdy_admin"
@@ -204,6 +204,7 @@ class JiandaoyunSimulator(Simulator):
             self.apps = dict([app])
             self._transactions.clear()
             self._ledger_rows: dict[StockKey, str] = {}
+            self._openings = 0
             self._units: tuple[Any, dict[str, Any]] = (None, {})
 
     def forms(self) -> list[Form]:
@@ -276,7 +277,15 @@ class JiandaoyunSimulator(Simulator):
                 self.webhooks.configure(self.form(which).entry_id, config)
             if "webhook_delivery" in rest:
                 self.webhooks.set_delivery(rest.pop("webhook_delivery"))
+        balances = rest.pop("balances", None)
         super().seed(rest)
+        if balances:  # opening stock is movements here (base seed would set the ledger behind the forms)
+            try:
+                parsed = [WorldBalance(r["sku"], r["warehouse"], to_decimal(r["qty"], f"balances[{i}].qty"),
+                                       r.get("bin"), r.get("lot")) for i, r in enumerate(balances)]
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"balances: each needs sku, warehouse and qty ({exc!r})") from None
+            self._opening(parsed)
 
     def set_aliases(self, form: str, aliases: Mapping[str, str | None]) -> None:
         """A form designer saving new aliases (seed key ``aliases``): reads and pushes use them from
@@ -295,8 +304,8 @@ class JiandaoyunSimulator(Simulator):
     def seed_world(self, world: World) -> None:
         """Items → 物料, warehouses → 仓库 (partners have no form in the reference app and are
         left out), balances → one 期初 movement per warehouse, posted by the stock automation."""
-        items, warehouses, movements = self._role("items"), self._role("warehouses"), self._role("movements")
-        if items is None or warehouses is None or movements is None:
+        items, warehouses = self._role("items"), self._role("warehouses")
+        if items is None or warehouses is None:
             raise ValueError("world: the app has no items, warehouses or movements form")
         with self.lock:
             for item in world.items:
@@ -308,18 +317,27 @@ class JiandaoyunSimulator(Simulator):
                 self._insert(warehouses, _wrap({"仓库编码": wh.code, "仓库名称": wh.name,
                                                 "库位管理": "是" if wh.bins else "否", "状态": "启用"}, warehouses),
                              push=False)
-            by_warehouse: dict[str, list[Any]] = {}
-            for balance in world.balances:
-                by_warehouse.setdefault(balance.warehouse, []).append(balance)
-            lines = movements.by_label("明细")
-            for number, (code, balances) in enumerate(sorted(by_warehouse.items()), start=1):
-                rows = [{_sub(lines, "物料编码"): {"value": b.sku}, _sub(lines, "数量"): {"value": b.qty},
-                         _sub(lines, "单位"): {"value": _unit_of(world, b.sku)},
-                         _sub(lines, "批次号"): {"value": b.lot}, _sub(lines, "调入库位"): {"value": b.bin}}
-                        for b in balances]
+            self._opening(world.balances)
+
+    def _opening(self, balances: Iterable[WorldBalance]) -> None:
+        """Opening stock as one 期初 movement per warehouse, posted by the stock automation, so the
+        ledger form and a recomputation from movements both start from it."""
+        movements = self._role("movements")
+        lines = movements.by_label("明细") if movements else None
+        if movements is None or lines is None:
+            raise ValueError("balances: the app has no movements form with a 明细 subform")
+        by_warehouse: dict[str, list[WorldBalance]] = {}
+        for balance in balances:
+            by_warehouse.setdefault(balance.warehouse, []).append(balance)
+        with self.lock:
+            for code, rows in sorted(by_warehouse.items()):
+                self._openings += 1
                 data = _wrap({"业务类型": "期初", "业务日期": int(self.clock() * 1000), "仓库编码": code,
-                              "参考号": f"OPENING-{code}"}, movements)
-                data[lines.name] = {"value": rows}  # type: ignore[union-attr]
+                              "参考号": f"OPENING-{code}-{self._openings}"}, movements)
+                data[lines.name] = {"value": [
+                    {_sub(lines, "物料编码"): {"value": b.sku}, _sub(lines, "数量"): {"value": b.qty},
+                     _sub(lines, "单位"): {"value": self._unit_of(b.sku)}, _sub(lines, "批次号"): {"value": b.lot},
+                     _sub(lines, "调入库位"): {"value": b.bin}} for b in rows]}
                 self._insert(movements, data, push=False)
 
     def touch(self, entity: str, key: str, at: float | None = None) -> None:
@@ -784,10 +802,6 @@ def _sub(subform: Widget | None, label: str) -> str:
     if widget is None:
         raise ValueError(f"the movements form's 明细 subform has no {label} field")
     return widget.name
-
-
-def _unit_of(world: World, sku: str) -> str | None:
-    return next((i.unit for i in world.items if i.sku == sku), None)
 
 
 def _admin_json(request: Request) -> dict[str, Any]:

@@ -293,6 +293,15 @@ def test_movements_post_stock_and_refuse_negative_with_4000(api, sim) -> None:
     assert sim.ledger.balance("A001", "WH1") == Decimal("2.5") and sim.documents_for("K1") == []
 
 
+def test_seeded_balances_are_opening_movements(api, sim) -> None:
+    sim.seed({"balances": [{"sku": "A005", "warehouse": "WH2", "qty": "7.5", "bin": "B-1"}]})
+    assert sim.ledger.balance("A005", "WH2", "B-1") == Decimal("7.5")
+    _, body = api("app/entry/data/list", {"limit": 100, "filter": {"rel": "and", "cond": [
+        {"field": KIND, "method": "eq", "value": ["期初"]}]}}, form=MOVEMENTS_ENTRY)
+    assert [r["_widget_1669106585510"] for r in body["data"]] == ["OPENING-WH1-1", "OPENING-WH2-2"]
+    assert body["data"][1][LINES][0][QTY] == 7.5 and body["data"][1][LINES][0][UNIT] == "PCS"
+
+
 def test_transfers_move_between_two_warehouses(api, sim) -> None:
     data = {KIND: {"value": "调拨"}, "_widget_1669106585506": {"value": "WH1"}, "_widget_1669106585507": {"value": "WH2"},
             LINES: {"value": [{SKU: {"value": "A000"}, QTY: {"value": 4}}]}}
