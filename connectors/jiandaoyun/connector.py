@@ -519,7 +519,8 @@ class JiandaoyunConnector(Connector):
         f = self._known_form(role)
         label = self._label(role, f, data)
         if push.op == "data_remove":
-            key = m.text(data, f.reference) if role == "movements" else m.text(data, f.sku if role == "items" else f.code)
+            # the natural key a read gives: a movement's reference (参考号, else 单号, else _id), a code
+            key = m.movement_label(data, f) if role == "movements" else m.text(data, f.sku if role == "items" else f.code)
             if key is None:
                 error = RecordError(roles[role].value, label, f"{label}: the removed record carries no key field",
                                     raw=data)

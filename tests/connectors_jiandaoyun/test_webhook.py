@@ -115,6 +115,9 @@ def test_removals_give_natural_keys(connector) -> None:
     assert decoded.entity is Entity.ITEMS and decoded.removed == ("TS-001",) and decoded.records == ()
     movement = {"op": "data_remove", "data": {"entryId": MOVEMENTS, "_id": "m1", "_w_reference": "R-9"}}
     assert connector.receive_webhook(pushed(movement)).removed == ("R-9",)
+    # a movement keyed in the UI has no reference: its 单号 is the key, as a read gives it
+    numbered = {"op": "data_remove", "data": {"entryId": MOVEMENTS, "_id": "m2", "_w_number": "CRK000042"}}
+    assert connector.receive_webhook(pushed(numbered)).removed == ("CRK000042",)
 
 
 def test_movements_decode_and_bad_records_become_errors(connector) -> None:
