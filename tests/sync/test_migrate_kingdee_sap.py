@@ -182,6 +182,9 @@ def test_kingdee_bins_named_by_its_balances_are_created_in_sap_b1_before_the_sto
     # Given Kingdee (which cannot list its bins) with stock in two bins of a bin-managed warehouse
     kd, sap, connections = bins_pair("kd")
     assert Entity.LOCATIONS not in connections.connector("src").capabilities.entities
+    # When a dry run looks first, it counts the two bins it would create and creates none
+    dry, dry_problems = _migrate(store, connections, dry_run=True)
+    assert dry.errors == 0 and dry.phases["locations"].written == 2 and sap_bins(sap) == set(), dry_problems
     # When it is migrated into SAP B1
     result, problems = _migrate(store, connections)
     # Then the two bins exist in SAP B1 and hold the same stock, bin by bin
