@@ -5,15 +5,19 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import create_engine, func, make_url, select
 
-from sync import idmap
+from canonical import Item as Item_
+from sync import codemap, idmap
+from sync import pull as pull_module
 from sync.connections import ensure_connection
 from sync.idmap import IdMapConflict
-from sync.pull import pull, pull_balances
-from sync.store import BalanceSnapshotRow, IdMap, Item, Store, Watermark
+from sync.pull import pull, pull_balances, store_records
+from sync.store import BalanceSnapshotRow, ErrorQueue, IdMap, Item, Store, Watermark
 from tests.sync.conftest import KINGDEE
 
 
@@ -137,3 +141,112 @@ def test_pull_and_balances_on_this_backend(systems, store):
         rows = s.scalar(select(func.count()).select_from(BalanceSnapshotRow)
                         .where(BalanceSnapshotRow.snapshot_id == snapshot_id))
         assert rows == 11
+
+
+# --- the store step in bulk (store_records): chunks, races, external codes ----------------------
+
+
+def _item(sku: str, name: str, **fields) -> Item_:
+    return Item_(sku=sku, name=name, **fields)
+
+
+def test_a_chunk_of_new_changed_unchanged_and_conflicting_records(store, conn, monkeypatch):
+    # Given two stored items (A, B), and the canonical sku C already bound to another code
+    monkeypatch.setattr(pull_module, "UPSERT_CHUNK", 2)  # so the batch spans several chunks
+    with store.session() as s:
+        first = store_records(s, conn, "items", [_item("A", "Alpha"), _item("B", "Beta")])
+        idmap.bind(s, conn, "items", "C", "X-C", "X-C")
+    assert (first.written, first.unchanged, first.failed) == (2, 0, 0)
+    with store.session() as s:
+        stored_b = s.scalar(select(Item).where(Item.sku == "B"))
+        b_created, b_hash = stored_b.created_at, stored_b.content_hash
+    # When a batch holds A unchanged (only its modified time moved), B renamed, C (conflicting)
+    # and two new items
+    batch = [_item("A", "Alpha", modified_at=datetime(2026, 1, 2, tzinfo=UTC)), _item("B", "Beta 2"),
+             _item("C", "Gamma"), _item("D", "Delta", standard_cost=Decimal("1.50")), _item("E", "Epsilon")]
+    with store.session() as s:
+        counts = store_records(s, conn, "items", batch)
+    # Then B, D and E are written, A is left alone, and C is a dead letter naming record and field
+    assert (counts.read, counts.written, counts.unchanged, counts.failed) == (5, 3, 1, 1)
+    with store.session() as s:
+        rows = {i.sku: i for i in s.scalars(select(Item))}
+        assert sorted(rows) == ["A", "B", "D", "E"]
+        assert rows["B"].payload["name"] == "Beta 2" and rows["B"].content_hash != b_hash
+        assert rows["B"].created_at == b_created and rows["B"].updated_at > b_created
+        assert rows["D"].payload["standard_cost"] == "1.50" and rows["D"].source_connection_id == conn
+        assert rows["A"].payload.get("modified_at") is None  # unchanged content: the old row is kept
+        assert idmap.canonicals_for(s, conn, "items", ["D", "E", "X-C", "C"]) == {"D": "D", "E": "E", "X-C": "C"}
+        entry = s.scalar(select(ErrorQueue).where(ErrorQueue.record_key == "C"))
+        assert entry.payload["field"] == "canonical_id" and "already bound to external id 'X-C'" in entry.message
+        assert entry.payload["raw"]["name"] == "Gamma"
+
+
+def test_a_key_inserted_by_another_writer_meanwhile_is_read_again(store, conn, monkeypatch):
+    # Given a stored item whose first look misses it (another connection inserted it meanwhile)
+    with store.session() as s:
+        store_records(s, conn, "items", [_item("A", "Alpha")])
+    real = pull_module._existing
+    looks = []
+
+    def stale_then_real(*args):
+        looks.append(args)
+        return {} if len(looks) == 1 else real(*args)
+
+    monkeypatch.setattr(pull_module, "_existing", stale_then_real)
+    # When a batch with that item (changed) and a new one is stored
+    with store.session() as s:
+        counts = store_records(s, conn, "items", [_item("A", "Alpha 2"), _item("B", "Beta")])
+    # Then the failed insert is rolled back to its savepoint, the chunk read again and written once
+    assert len(looks) == 2 and (counts.written, counts.unchanged, counts.failed) == (2, 0, 0)
+    with store.session() as s:
+        assert sorted((i.sku, i.payload["name"]) for i in s.scalars(select(Item))) == [("A", "Alpha 2"),
+                                                                                        ("B", "Beta")]
+
+
+def test_bind_many_settles_a_lost_insert_race_pair_by_pair(store, conn, monkeypatch):
+    # Given pairs already bound by another worker, which this worker's first read does not see
+    with store.session() as s:
+        idmap.bind(s, conn, "items", "TS-001", "100")
+        idmap.bind(s, conn, "items", "TS-002", "102")
+    real = idmap._load
+    calls = []
+
+    def stale_then_real(*args):
+        calls.append(args)
+        return {} if len(calls) <= 2 else real(*args)
+
+    monkeypatch.setattr(idmap, "_load", stale_then_real)
+    # When it binds them (one of them contradicting the stored pair) with a new one
+    with store.session() as s:
+        bound, conflicts = idmap.bind_many(s, conn, "items", [("TS-001", "100"), ("TS-009", "102"),
+                                                             ("TS-003", "103")])
+        # Then the bulk insert fails inside its savepoint and every pair is settled one by one
+        assert sorted(b.canonical_id for b in bound) == ["TS-001", "TS-003"]
+        assert [(c.wanted.canonical_id, c.field) for c in conflicts] == [("TS-009", "external_id")]
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(IdMap)) == 3
+
+
+def test_bind_many_gives_a_stored_pair_its_new_external_code(store, conn):
+    # Given a stored pair with an external code, its row loaded in the session
+    with store.session() as s:
+        idmap.bind(s, conn, "items", "TS-001", "100", "OLD")
+        row = s.scalar(select(IdMap).where(IdMap.canonical_id == "TS-001"))
+        # When the page binds the same pair with a new code (and one without a code)
+        bound, conflicts = idmap.bind_many(s, conn, "items", [("TS-001", "100", "NEW"), ("TS-002", "102")])
+        # Then the binding, the loaded row and the table all carry the new code
+        assert conflicts == [] and bound[0] == idmap.Binding("TS-001", "100", "NEW")
+        assert row.external_code == "NEW"
+    with store.session() as s:
+        assert [(b.canonical_id, b.external_code) for b in idmap.bindings(s, conn, "items")] == [
+            ("TS-001", "NEW"), ("TS-002", None)]
+
+
+def test_to_canonicals_prefers_an_external_code_over_an_external_id(store, conn):
+    # Given one row found by its external code and another whose external id is the same text
+    with store.session() as s:
+        idmap.bind(s, conn, "items", "BY-CODE", "900", "X-1")
+        idmap.bind(s, conn, "items", "BY-ID", "X-1", "Z-9")
+        # Then the code-map lookup answers the external code's row, and each row by its own keys
+        assert codemap.to_canonicals(s, conn, "items", ["X-1", "900", "Z-9", "unknown"]) == {
+            "X-1": "BY-CODE", "900": "BY-CODE", "Z-9": "BY-ID", "unknown": "unknown"}
