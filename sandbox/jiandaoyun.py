@@ -14,6 +14,11 @@ success is 200 + JSON, every API error HTTP 400 ``{"code": <int>, "msg": "..."}`
 | ``app/entry/data/batch_create`` | ≤100, all or nothing; a ``transaction_id`` seen before returns the original answer and creates nothing [inf] |
 | ``app/entry/data/batch_update`` / ``batch_delete`` | ≤100 ids; ``batch_update`` refuses subforms; no webhooks |
 
+The v1 routes (``POST /api/v1/app/{app}/entry/{entry}/widgets|data|data_retrieve|data_create|
+data_update|data_delete|data_batch_*``, ``/api/v1/app/retrieve_all``, ``/api/v1/app/{app}/entry_retrieve``)
+answer the same, with the ids from the path, ``widgets`` without ``sysWidgets``, and one shared
+limit of 5 calls a second (``rate_limits`` class ``v1``).
+
 Records are read plain (keyed by alias or widget ID, system fields ``_id appId entryId creator
 updater createTime updateTime``), written wrapped ``{"value": v}``; API writes run **no**
 required or unique check (vendor behaviour).
@@ -92,8 +97,17 @@ from sandbox.world import World, WorldBalance
 DEFAULT_API_KEY = "jdy-sim-key-0123456789abcdef"
 COMPANY_CREATOR = "jdy_admin"
 RATE_LIMITED_MSG = "超出请求频率限制"
-DEFAULT_RATE_LIMITS = {"read": 30, "write": 20, "batch": 10, "company": 50}
+DEFAULT_RATE_LIMITS = {"read": 30, "write": 20, "batch": 10, "v1": 5, "company": 50}
 MAX_BATCH = 100
+
+# v1 route (the last path segment) → the v5 route it became
+V1_ROUTES: dict[str, str] = {
+    "retrieve_all": "app/list", "entry_retrieve": "app/entry/list", "widgets": "app/entry/widget/list",
+    "data": "app/entry/data/list", "data_retrieve": "app/entry/data/get", "data_create": "app/entry/data/create",
+    "data_update": "app/entry/data/update", "data_delete": "app/entry/data/delete",
+    "data_batch_create": "app/entry/data/batch_create", "data_batch_update": "app/entry/data/batch_update",
+    "data_batch_delete": "app/entry/data/batch_delete",
+}
 
 # route → (endpoint class, handler name)
 ROUTES: dict[str, tuple[str, str]] = {
@@ -139,7 +153,7 @@ class _Limiter:
         if limits is not None:
             unknown = sorted(set(limits) - set(DEFAULT_RATE_LIMITS))
             if unknown:
-                raise ValueError(f"rate_limits.{unknown[0]}: unknown class (known: read, write, batch, company)")
+                raise ValueError(f"rate_limits.{unknown[0]}: unknown class (known: read, write, batch, v1, company)")
             for name, value in limits.items():
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ValueError(f"rate_limits.{name}: a positive integer of calls per second")
@@ -227,9 +241,16 @@ class JiandaoyunSimulator(Simulator):
     # --- harness hooks ---------------------------------------------------------------------
 
     def routes(self) -> list[Rule]:
-        return [Rule("/api/v5/<path:route>", endpoint="v5", methods=["POST"])]
+        return [Rule("/api/v5/<path:route>", endpoint="v5", methods=["POST"]),
+                Rule("/api/v1/app/retrieve_all", endpoint="v1", methods=["POST"], defaults={"op": "retrieve_all"}),
+                Rule("/api/v1/app/<app_id>/entry_retrieve", endpoint="v1", methods=["POST"],
+                     defaults={"op": "entry_retrieve"}),
+                Rule("/api/v1/app/<app_id>/entry/<entry_id>/<op>", endpoint="v1", methods=["POST"])]
 
     def describe(self, request: Request, endpoint: str, values: Mapping[str, Any]) -> RequestInfo:
+        if endpoint == "v1":
+            route = V1_ROUTES.get(values.get("op", ""))
+            return RequestInfo(request.method, request.path, operation=route, client=_bearer(request))
         return RequestInfo(request.method, request.path, operation=values.get("route"), client=_bearer(request))
 
     def fault_response(self, request: Request, decision: Decision) -> Response:
@@ -444,17 +465,27 @@ class JiandaoyunSimulator(Simulator):
     # --- the API ---------------------------------------------------------------------------
 
     def v5(self, request: Request, route: str) -> Response:
+        return self._serve(request, route, "v5", {})
+
+    def v1(self, request: Request, op: str, app_id: str | None = None, entry_id: str | None = None) -> Response:
+        """The 2018 routes (``vendors/jiandaoyun.md`` §2): ids in the path, 5 calls a second for all."""
+        ids = {k: v for k, v in (("app_id", app_id), ("entry_id", entry_id)) if v is not None}
+        return self._serve(request, V1_ROUTES.get(op, ""), "v1", ids)
+
+    def _serve(self, request: Request, route: str, version: str, ids: Mapping[str, str]) -> Response:
         spec = ROUTES.get(route)
         if spec is None:
-            raise JdyError(404, f"no such API: /api/v5/{route}", status=404)
+            raise JdyError(404, f"no such API: {request.path}", status=404)
         kind, handler = spec
         key = _bearer(request)
         if key is None or key not in self.api_keys:
             raise JdyError(self.codes["unauthorized"], "API key is invalid or disabled")
-        if not self.limiter.admit(key, kind):
+        if not self.limiter.admit(key, kind if version == "v5" else "v1"):
             raise JdyError(self.codes["rate_limited"], RATE_LIMITED_MSG)
-        body = self._body(request)
+        body = {**self._body(request), **ids}
         reply, committed = getattr(self, handler)(body)
+        if version == "v1" and route == "app/entry/widget/list":
+            reply = {"widgets": reply["widgets"]}  # sysWidgets and dataModifyTime came with v2
         if committed:
             self.after_commit(request)
         return _answer(reply)

@@ -358,3 +358,24 @@ def test_injected_rate_limit_fault_answers_8303_with_retry_after(sim, server) ->
     refused = requests.post(f"{server.url}/api/v5/app/list", json={}, headers=headers)
     assert ok.status_code == 200
     assert refused.status_code == 400 and refused.json()["code"] == 8303 and int(refused.headers["Retry-After"]) > 0
+
+
+def test_v1_routes_take_the_ids_from_the_path(server, sim) -> None:
+    import requests
+
+    headers = {"Authorization": "Bearer " + next(iter(sim.api_keys))}
+    root = f"{server.url}/api/v1/app/{APP_ID}"
+    widgets = requests.post(f"{root}/entry/{ITEMS_ENTRY}/widgets", json={}, headers=headers).json()
+    assert set(widgets) == {"widgets"} and widgets["widgets"][0]["name"] == "item_code"
+    page = requests.post(f"{root}/entry/{ITEMS_ENTRY}/data", json={"data_id": "", "limit": 100, "fields": [],
+                                                                   "filter": {}}, headers=headers).json()
+    assert len(page["data"]) == 25
+    created = requests.post(f"{root}/entry/{ITEMS_ENTRY}/data_create", json={"data": {"item_code": {"value": "V1"}}},
+                            headers=headers).json()["data"]
+    got = requests.post(f"{root}/entry/{ITEMS_ENTRY}/data_retrieve", json={"data_id": created["_id"]},
+                        headers=headers).json()
+    assert got["data"]["item_code"] == "V1"
+    forms = requests.post(f"{root}/entry_retrieve", json={}, headers=headers).json()["forms"]
+    assert ITEMS_ENTRY in {f["entry_id"] for f in forms}
+    assert requests.post(f"{server.url}/api/v1/app/retrieve_all", json={}, headers=headers).json()["apps"]
+    assert requests.post(f"{root}/entry/{ITEMS_ENTRY}/nope", json={}, headers=headers).status_code == 404
