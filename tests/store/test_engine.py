@@ -124,3 +124,20 @@ def test_durable_session_is_an_ordinary_session_elsewhere(store: Store):
         s.add(Connection(name="d", platform="kingdee"))
     with store.session() as s:
         assert s.scalars(select(Connection.name)).all() == ["d"]
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_transaction_commits_on_success_and_rolls_back_on_error(store: Store, durable: bool):
+    # Given a Core transaction that inserts a connection and one that fails after inserting another
+    table = Connection.__table__
+    with store.transaction(write=True, durable=durable) as connection:
+        connection.execute(table.insert(), {"name": "kept", "platform": "kingdee"})
+    with pytest.raises(RuntimeError), store.transaction(write=True, durable=durable) as connection:
+        connection.execute(table.insert(), {"name": "lost", "platform": "kingdee"})
+        raise RuntimeError("boom")
+    # Then only the first is stored, and a durable SQLite transaction ran at FULL
+    with store.session() as s:
+        assert s.scalars(select(Connection.name)).all() == ["kept"]
+    if store.dialect == "sqlite":
+        with store.transaction(durable=durable) as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == (2 if durable else 1)
