@@ -11,6 +11,7 @@ from sandbox.jiandaoyun import DEFAULT_API_KEY, JiandaoyunSimulator
 from sandbox.jiandaoyun_forms import APP_ID
 from sandbox.server import SimulatorServer
 from sandbox.world import World
+from tests.conformance.kit import Clock
 
 START = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
 
@@ -21,20 +22,9 @@ WORLD = World.from_dict({
 })
 
 
-class Clock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture

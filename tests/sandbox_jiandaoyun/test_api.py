@@ -14,6 +14,7 @@ from sandbox.jiandaoyun_forms import (
     MOVEMENTS_ENTRY,
     WAREHOUSES_ENTRY,
 )
+from tests.conformance.kit import Clock
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 HEX24 = re.compile(r"^[0-9a-f]{24}$")
@@ -312,16 +313,8 @@ def test_transfers_move_between_two_warehouses(api, sim) -> None:
 # --- rate limits -------------------------------------------------------------------------------------------
 
 
-class Ticker:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_rate_limits_per_endpoint_class_and_company() -> None:
-    ticker = Ticker()
+    ticker = Clock(100.0)
     sim = JiandaoyunSimulator(limiter_clock=ticker)
     limiter = sim.limiter
     # reads: 30 a second per key, then 8303; another class still has room
@@ -330,14 +323,14 @@ def test_rate_limits_per_endpoint_class_and_company() -> None:
     assert all(limiter.admit("k", "write") for _ in range(20)) and not limiter.admit("k", "write")
     # the company's 50 a second spans every key and class
     assert limiter.admit("other", "batch") is False
-    ticker.now += 1.0
+    ticker.advance(1.0)
     assert limiter.admit("k", "read") and limiter.admit("other", "batch")
 
 
 def test_over_the_limit_answers_8303_and_the_off_switch() -> None:
     import requests
 
-    sim = JiandaoyunSimulator(limiter_clock=Ticker())  # the windows never slide: exact counts
+    sim = JiandaoyunSimulator(limiter_clock=Clock(100.0))  # the windows never slide: exact counts
     sim.seed({"rate_limits": {"read": 2}})
     headers = {"Authorization": "Bearer " + next(iter(sim.api_keys))}
     with sim.serve() as server:
