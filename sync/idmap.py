@@ -243,7 +243,8 @@ def same_on_every_row(session: Session, column: Any, value: Any) -> tuple[BindPa
     processing runs once here instead of once per row (on SQLite a timestamp's costs about as
     much as the rest of an id_map row). Put the parameter in ``.values()`` and the driver value
     under ``parameter.key`` in every row."""
-    processor = column.type.bind_processor(session.get_bind().dialect)
+    dialect = session.get_bind().dialect
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
     return (bindparam(f"{column.key}__same", type_=_DriverValue()),
             processor(value) if processor is not None else value)
 

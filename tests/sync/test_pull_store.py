@@ -250,3 +250,19 @@ def test_to_canonicals_prefers_an_external_code_over_an_external_id(store, conn)
         # Then the code-map lookup answers the external code's row, and each row by its own keys
         assert codemap.to_canonicals(s, conn, "items", ["X-1", "900", "Z-9", "unknown"]) == {
             "X-1": "BY-CODE", "900": "BY-CODE", "Z-9": "BY-ID", "unknown": "unknown"}
+
+
+def test_bulk_timestamps_are_stored_exactly_as_an_orm_write_stores_them(store, conn, monkeypatch):
+    # Given a clock on a whole second (SQLite keeps timestamps as fixed-width text, microseconds too)
+    stamp = datetime(2026, 1, 1, 5, tzinfo=UTC)
+    monkeypatch.setattr(idmap, "utcnow", lambda: stamp)
+    # When one pair is bound in bulk and another row is added through the ORM with the same times
+    with store.session() as s:
+        idmap.bind_many(s, conn, "items", [("TS-001", "100")])
+        s.add(IdMap(connection_id=conn, entity="items", canonical_id="TS-002", external_id="102",
+                    created_at=stamp, updated_at=stamp))
+    # Then both rows hold the same stored values, which read back as the aware instant
+    with store.session() as s:
+        raw = s.connection().exec_driver_sql("SELECT created_at, updated_at FROM id_map ORDER BY canonical_id").all()
+        assert len(raw) == 2 and raw[0] == raw[1]
+        assert s.scalar(select(IdMap.created_at).where(IdMap.canonical_id == "TS-001")) == stamp
