@@ -214,7 +214,12 @@ def enqueue_many(
     stored does it read the stored row (hash, existing targets); only when an idempotency key is
     already taken does it look further (next candidate).
     """
-    batch = _batch(movements, source_documents)
+    return _enqueue_in_session(session, _batch(movements, source_documents), targets, connections,
+                               source_connection, now)
+
+
+def _enqueue_in_session(session: Session, batch: _Batch, targets: Sequence[int | str], connections: Connections,
+                        source_connection: str | None, now: datetime | None) -> list[int]:
     session.flush()  # the caller's pending ORM objects go first (the statements below do not autoflush)
     # SQLite: open the write transaction now, so the statements below run in one transaction
     # holding the write lock (and a savepoint, if one is needed, nests inside it).
@@ -245,21 +250,27 @@ def accept(store: Store, movements: Iterable[canonical.Movement], targets: Seque
     """
     batch = _batch(movements, options.get("source_documents"))
     _check_targets(targets)
+    source, now = options.get("source_connection"), options.get("now")
     if connections.store is not store or not all(isinstance(target, str) for target in targets):
         with store.session(write=True, durable=durable) as session:  # ids to check, or another store's cache
-            return enqueue_many(session, batch.movements, targets, connections=connections, **options)
+            return _enqueue_in_session(session, batch, targets, connections, source, now)
+    for name in targets:
+        connections.platform(str(name))  # ConfigError naming the configured ones, before any row is made
     resolved = list({(t := connections.id(str(name))): _Target(t, str(name)) for name in targets}.values())
-    source = options.get("source_connection")
     source_id = connections.id(source) if source is not None else None
     with store.transaction(write=True, durable=durable) as connection:
-        return _write(_writer(connection, connection.begin_nested), batch, resolved, source_id,
-                      options.get("now") or utcnow())
+        return _write(_writer(connection, connection.begin_nested), batch, resolved, source_id, now or utcnow())
 
 
 @dataclass(frozen=True)
 class _Batch:
+    """Validated movements with what is worked out once per movement (before the transaction
+    takes the write lock): source document, content hash, ordering key."""
+
     movements: list[canonical.Movement]
     documents: list[str | None]
+    digests: list[str]
+    orders: list[str | None]
 
 
 def _batch(movements: Iterable[canonical.Movement], source_documents: Sequence[str | None] | None) -> _Batch:
@@ -272,16 +283,16 @@ def _batch(movements: Iterable[canonical.Movement], source_documents: Sequence[s
         seen: set[str] = set()
         twice = next(r for r in references if r in seen or seen.add(r))  # type: ignore[func-returns-value]
         raise ValueError(f"movement {twice!r} appears twice in one batch")
-    return _Batch(movements, documents)
+    return _Batch(movements, [d or m.source_document for d, m in zip(documents, movements, strict=True)],
+                  [canonical.content_hash(m) for m in movements], [ordering_key(m) for m in movements])
 
 
 def _write(writer: _Writer, batch: _Batch, targets: list[_Target], source_id: int | None,
            now: datetime) -> list[int]:
     writer.stamp(now)
     ids: list[int] = []
-    for movement, document in zip(batch.movements, batch.documents, strict=True):
-        digest = canonical.content_hash(movement)  # once per movement
-        document = document or movement.source_document
+    for movement, document, digest, order in zip(batch.movements, batch.documents, batch.digests, batch.orders,
+                                                 strict=True):
         row_id = writer.insert_movement(movement, digest, source_id, document)
         new = row_id is not None
         if row_id is None:  # the reference is stored already (by us earlier, or by a concurrent enqueue)
@@ -292,7 +303,7 @@ def _write(writer: _Writer, batch: _Batch, targets: list[_Target], source_id: in
             if stored_hash != digest:
                 raise MovementConflict(movement.reference, stored_hash=stored_hash, new_hash=digest,
                                        stored_id=row_id, source_document=document)
-        _add_outbox_rows(writer, row_id, movement, targets, new)
+        _add_outbox_rows(writer, row_id, movement, targets, new, order)
         ids.append(row_id)
     return ids
 
@@ -483,9 +494,8 @@ def _statements(dialect: str) -> dict[str, Any]:
 
 
 def _add_outbox_rows(writer: _Writer, movement_id: int, movement: canonical.Movement, targets: list[_Target],
-                     new: bool) -> None:
+                     new: bool, order: str | None) -> None:
     existing = set() if new else writer.targets_of(movement_id)
-    order = ordering_key(movement)
     for target in targets:
         if target.id in existing:
             continue

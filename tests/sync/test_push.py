@@ -231,3 +231,27 @@ def test_the_stored_payload_is_the_engine_serialiser_text_and_reads_back_equal(s
     assert texts == [json_dumps(payload_of(m)) for m in batch]
     with store.session() as s:
         assert [movement_of(s.get(Movement, i).payload) for i in ids] == batch
+
+
+def test_accept_keeps_enqueue_behaviour(store, connections) -> None:
+    from sync.push import accept
+
+    # Given a movement accepted once for one target
+    mv = movement("purchase_receipt")
+    (first,) = accept(store, [mv], ["kd"], connections=connections, source_connection="sap", source_documents=["D1"])
+    # When it is accepted again with a second target, then with other content, then with an unknown target
+    assert accept(store, [mv.model_copy()], ["kd", "sap"], connections=connections) == [first]
+    changed = movement("purchase_receipt", reference=mv.reference, lines=[("TS-001", "9")])
+    with pytest.raises(MovementConflict, match=re.escape(mv.reference)):
+        accept(store, [changed], ["kd"], connections=connections)
+    with pytest.raises(ConfigError, match="configured: kd, sap"):
+        accept(store, [movement("sales_issue")], ["kd", "u8"], connections=connections)
+    with pytest.raises(ValueError, match="appears twice"):
+        accept(store, [mv, mv], ["kd"], connections=connections)
+    # Then one movement is stored, with one row per target and the fixed keys
+    assert _counts(store) == (1, 2)
+    with store.session() as s:
+        stored = s.get(Movement, first)
+        assert stored.source_document == "D1" and stored.source_connection_id == connections.id("sap")
+        assert sorted(s.scalars(select(Outbox.idempotency_key))) == sorted(
+            [idempotency_key(mv.reference, "kd"), idempotency_key(mv.reference, "sap")])
