@@ -549,13 +549,16 @@ def _json_text(session: Session) -> Any:
 
 def _existing(session: Session, table: _Table,
               chunk: Sequence[tuple[str, CanonicalModel, str]]) -> dict[str, tuple[int, str]]:
-    """``{canonical key: (id, content_hash)}`` of the chunk's records already stored (one SELECT)."""
+    """``{canonical key: (id, content_hash)}`` of the chunk's records already stored (one SELECT;
+    for a two-column key each column is matched against the chunk's values, which the unique
+    index answers, rather than reading every bin of the chunk's warehouses)."""
     model = table.model
     columns = [getattr(model, name) for name in table.key_columns]
     wanted = {c_key for c_key, _, _ in chunk}
-    values = {getattr(record, table.key_fields[0]) for _, record, _ in chunk}
+    conditions = [column.in_({getattr(record, name) for _, record, _ in chunk})
+                  for column, name in zip(columns, table.key_fields, strict=True)]
     out: dict[str, tuple[int, str]] = {}
-    for row in session.execute(select(model.id, model.content_hash, *columns).where(columns[0].in_(values))):
+    for row in session.execute(select(model.id, model.content_hash, *columns).where(*conditions)):
         key = row[2] if len(columns) == 1 else "/".join(str(v) for v in row[2:])
         if key in wanted:
             out[key] = (row[0], row[1])

@@ -12,12 +12,21 @@ import pytest
 from sqlalchemy import create_engine, func, make_url, select
 
 from canonical import Item as Item_
+from canonical import Location as Location_
 from sync import codemap, idmap
 from sync import pull as pull_module
 from sync.connections import ensure_connection
 from sync.idmap import IdMapConflict
 from sync.pull import pull, pull_balances, store_records
-from sync.store import BalanceSnapshotRow, ErrorQueue, IdMap, Item, Store, Watermark
+from sync.store import (
+    BalanceSnapshotRow,
+    ErrorQueue,
+    IdMap,
+    Item,
+    Location,
+    Store,
+    Watermark,
+)
 from tests.sync.conftest import KINGDEE
 
 
@@ -266,3 +275,20 @@ def test_bulk_timestamps_are_stored_exactly_as_an_orm_write_stores_them(store, c
         raw = s.connection().exec_driver_sql("SELECT created_at, updated_at FROM id_map ORDER BY canonical_id").all()
         assert len(raw) == 2 and raw[0] == raw[1]
         assert s.scalar(select(IdMap.created_at).where(IdMap.canonical_id == "TS-001")) == stamp
+
+
+def test_locations_are_matched_on_both_key_columns(store, conn):
+    # Given bins A of W1 and B of W2
+    with store.session() as s:
+        store_records(s, conn, "locations", [Location_(warehouse="W1", code="A"), Location_(warehouse="W2", code="B")])
+    # When a batch crosses them: W1/A unchanged, W2/B renamed, W1/B and W2/A new
+    batch = [Location_(warehouse="W1", code="A"), Location_(warehouse="W2", code="B", name="Bin B"),
+             Location_(warehouse="W1", code="B"), Location_(warehouse="W2", code="A")]
+    with store.session() as s:
+        counts = store_records(s, conn, "locations", batch)
+    # Then each bin is matched on warehouse and bin together, never on a neighbour sharing one of them
+    assert (counts.written, counts.unchanged, counts.failed) == (3, 1, 0)
+    with store.session() as s:
+        rows = {(r.warehouse_code, r.bin_code): r.payload.get("name") for r in s.scalars(select(Location))}
+        assert rows == {("W1", "A"): None, ("W1", "B"): None, ("W2", "A"): None, ("W2", "B"): "Bin B"}
+        assert idmap.canonical_for(s, conn, "locations", "W2/A") == "W2/A"
