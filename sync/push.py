@@ -64,6 +64,7 @@ import canonical
 from connectors.errors import ConfigError
 from sync.connections import Connections, ensure_connection
 from sync.store import Connection, Movement, Outbox, Store, begin_write, utcnow
+from sync.store.types import json_dumps
 
 KEY_LENGTH = 11
 KEY_PREFIX = "H"
@@ -391,10 +392,12 @@ class _SqliteWriter(_Writer):
     def insert_movement(self, movement: canonical.Movement, digest: str, source_id: int | None,
                         document: str | None) -> int | None:
         insert = self.inserts.movement
+        payload = movement.model_dump_json(exclude_none=True) if self.inserts.store_serialiser else \
+            insert.process("payload", payload_of(movement))
         return insert.run(self.cursor, {
             "reference": movement.reference, "kind": movement.kind.value,
             "document_date": insert.process("document_date", movement.document_date),
-            "payload": movement.model_dump_json(exclude_none=True), "content_hash": digest,
+            "payload": payload, "content_hash": digest,
             "source_connection_id": source_id, "source_document": document, "created_at": self.stamped})
 
     def insert_outbox(self, movement_id: int, target_id: int, key: str, order: str | None) -> int | None:
@@ -443,6 +446,9 @@ class _DriverInsert:
 class _DriverInserts:
     movement: _DriverInsert
     outbox: _DriverInsert
+    #: the engine serialises JSON with the store's ``json_dumps`` (an engine made with another
+    #: ``json_serializer`` gets its payloads through that serialiser instead)
+    store_serialiser: bool
 
 
 _DRIVER_INSERTS: WeakKeyDictionary[Dialect, _DriverInserts] = WeakKeyDictionary()
@@ -458,7 +464,8 @@ def _driver_inserts(dialect: Dialect) -> _DriverInserts:
                                               "source_connection_id", "source_document", "created_at"],
                           conflict=["reference"]),
             _DriverInsert(outbox, dialect, ["movement_id", "target_connection_id", "idempotency_key",  # type: ignore[arg-type]
-                                            "ordering_key", "next_attempt_at", "created_at", "updated_at"]))
+                                            "ordering_key", "next_attempt_at", "created_at", "updated_at"]),
+            getattr(dialect, "_json_serializer", None) is json_dumps)
     return found
 
 

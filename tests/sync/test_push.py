@@ -255,3 +255,20 @@ def test_accept_keeps_enqueue_behaviour(store, connections) -> None:
         assert stored.source_document == "D1" and stored.source_connection_id == connections.id("sap")
         assert sorted(s.scalars(select(Outbox.idempotency_key))) == sorted(
             [idempotency_key(mv.reference, "kd"), idempotency_key(mv.reference, "sap")])
+
+
+def test_an_engine_with_another_json_serialiser_stores_payloads_through_it(tmp_path) -> None:
+    import json
+
+    def spaced(value):
+        return json.dumps(value, sort_keys=True)
+
+    with Store.open(f"sqlite:///{tmp_path / 'other.db'}", json_serializer=spaced) as store:
+        store.upgrade()
+        connections = Connections(store, {"kd": ConnectionSettings(platform="kingdee", url="http://127.0.0.1:9")})
+        mv = movement("sales_issue")
+        with store.session() as s:
+            movement_id = enqueue(s, mv, ["kd"], connections=connections)
+        with store.engine.connect() as connection:
+            text = connection.exec_driver_sql("SELECT payload FROM movement WHERE id = ?", (movement_id,)).scalar()
+        assert text == spaced(payload_of(mv))
