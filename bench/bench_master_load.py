@@ -23,11 +23,12 @@ as ``sync/store/engine.py`` sets them):
 Prints rows/s for each and the ratio load / baseline (target ≥ 0.2). Medians of ``--repeat``
 runs. The output compares, it does not assert (STYLE.md "Benchmarks compare").
 
-    python bench/bench_master_load.py --rows 100000             # ~1 min with 3 repeats
-    python bench/bench_master_load.py                           # 1,000,000 rows × 1: several minutes
-    python bench/bench_master_load.py --rows 1000000 --repeat 3 # 3× that
+    python bench/bench_master_load.py --rows 100000             # 1-2 min with 3 repeats
+    python bench/bench_master_load.py                           # 1,000,000 rows × 1: about 4 min
+    python bench/bench_master_load.py --rows 1000000 --repeat 3 # about 3× that
 
-At 1M rows building the canonical records alone takes about a minute and ~3 GB of memory.
+At 1M rows building the canonical records alone takes about a minute; the process peaks at
+about 3 GB of memory.
 """
 from __future__ import annotations
 

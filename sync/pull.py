@@ -444,7 +444,7 @@ def _write_master(session: Session, ctx: _Context, records: Sequence[CanonicalMo
                      f"{record.label}: the code map has no canonical code for {external!r}",
                      record.model_dump(mode="json"))
             continue
-        translated[external] = (_external_key(table, canonical), canonical)
+        translated[external] = (external if canonical is record else _external_key(table, canonical), canonical)
     # 2. bind keys in id_map; conflicts are dead letters
     _, conflicts = bind_many(session, ctx.connection_id, ctx.entity,
                              [Binding(c_key, e_key, e_key) for e_key, (c_key, _) in translated.items()])
