@@ -71,13 +71,15 @@ DISPATCH_FAILED = "dispatch_failed"
 #: broker with a delay instead (so one slow vendor cannot hold every thread).
 MAX_INLINE_RATE_WAIT = 2.0
 
-#: After its own row, a ``deliver`` claims up to this many more due rows of the same target in
-#: one statement and delivers them too (P6: a claim of several rows costs far less per row than
-#: one claim per message). Messages for those rows then find them leased or sent: no-ops.
+#: With its own row, a ``deliver`` claims up to this many more due rows of the same target in
+#: the same statement and delivers them too (P6: a claim of several rows costs far less per row
+#: than one claim per message). Messages for those rows then find them leased or sent: no-ops.
 FOLLOW_ON = 16
 
-#: How long one ``deliver`` message may go on claiming follow-on rows (seconds), so a busy
-#: target cannot keep a worker thread from its other queues for long.
+#: How long one ``deliver`` message goes on following the ordering keys it delivered: each
+#: time it records receipts it leases the next row of each of those keys in the same
+#: transaction (``sync.delivery.deliver_from``). Bounded, so a busy target cannot keep a
+#: worker thread from its other queues for long.
 FOLLOW_ON_SECONDS = 2.0
 
 
@@ -129,6 +131,8 @@ class Runtime:
         if self.limiters is None:
             self.limiters = RateLimiters(self.rate_of)
         self._platforms: dict[int, str] = {}
+        self._settled = threading.Condition()
+        self._deliveries_ended = 0
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -172,22 +176,21 @@ class Runtime:
             wait = limiter.peek(cost)
             if wait > MAX_INLINE_RATE_WAIT:
                 return wait
-            from sync.delivery import deliver_due, deliver_one
+            from sync.delivery import deliver_from
 
-            worker_id = self.thread_worker_id()
-            result = deliver_one(self.store, self.connections, outbox_id, worker_id=worker_id, policy=self.policy,
-                                 limiters=self.limiters)
-            if self.follow_on > 0 and (result is None or result.outcome == "sent") and limiter.rate is None:
-                # Only for an unlimited target: on a rate-limited one the extra rows would sit
-                # leased while this thread waits for tokens (the relay's messages pace those).
-                # Claim again while rows keep coming and all went out (an ordering key frees its
-                # next row only when the previous one settles), for at most FOLLOW_ON_SECONDS.
-                until = time.monotonic() + FOLLOW_ON_SECONDS
-                while time.monotonic() < until:
-                    results = deliver_due(self.store, self.connections, worker_id=worker_id, limit=self.follow_on,
-                                          policy=self.policy, targets=[target], limiters=self.limiters)
-                    if not results or any(r.outcome != "sent" for r in results):
-                        break
+            # More rows and following only for an unlimited target: on a rate-limited one the
+            # extra rows would sit leased while this thread waits for tokens (the relay's
+            # messages pace those).
+            more = self.follow_on > 0 and limiter.rate is None
+            settled = True
+            try:
+                settled = bool(deliver_from(self.store, self.connections, outbox_id, worker_id=self.thread_worker_id(),
+                                            policy=self.policy, limiters=self.limiters,
+                                            also=self.follow_on if more else 0,
+                                            follow_seconds=FOLLOW_ON_SECONDS if more else 0.0))
+            finally:
+                if settled:  # a message whose row another worker had taken changed nothing
+                    self.delivered()
             return None
         while True:  # a replaced deliver_fn: take the tokens here, as it cannot
             wait = limiter.try_acquire(cost)
@@ -196,8 +199,31 @@ class Runtime:
             if wait > MAX_INLINE_RATE_WAIT:
                 return wait
             time.sleep(wait)
-        self.deliver_fn(self.store, self.connections, outbox_id, worker_id=self.thread_worker_id(), policy=self.policy)
+        try:
+            self.deliver_fn(self.store, self.connections, outbox_id, worker_id=self.thread_worker_id(),
+                            policy=self.policy)
+        finally:
+            self.delivered()
         return None
+
+    def delivered(self) -> None:
+        """A delivery in this process settled rows (keys freed, rows rescheduled): wake
+        :meth:`wait_for_deliveries`."""
+        with self._settled:
+            self._deliveries_ended += 1
+            self._settled.notify_all()
+
+    @property
+    def deliveries_ended(self) -> int:
+        """How many deliveries in this process have settled rows so far (see :meth:`delivered`)."""
+        return self._deliveries_ended
+
+    def wait_for_deliveries(self, seen: int, timeout: float) -> bool:
+        """Wait until more than ``seen`` deliveries in this process have settled rows (at most
+        ``timeout`` seconds); True if they had. Deliveries in other processes (``erphub worker``)
+        do not wake it: callers poll."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._deliveries_ended != seen, timeout)
 
     def pull(self, connection: str, entity: str, mode: str, flow: str | None = None) -> Any:
         fn = self.pull_fn

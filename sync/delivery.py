@@ -39,6 +39,7 @@ lease changes nothing and reports ``lost_lease``. All times are aware UTC.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -47,7 +48,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 import canonical
@@ -116,6 +117,7 @@ class _Job:
     target_id: int
     target: str
     key: str
+    ordering_key: str | None
     attempts: int
     outcome_unknown: bool
     had_errors: bool
@@ -123,6 +125,7 @@ class _Job:
     reference: str
     payload: dict[str, Any]
     movement: canonical.Movement | None = None  # in the target's codes, once resolved
+    lease_until: float = float("inf")  # time.monotonic() by which the lease runs out (set by the claimer)
 
 
 # -- codes --------------------------------------------------------------------------------------
@@ -144,10 +147,11 @@ def to_externals(session: Session, connection_id: int, entity: str, canonical_co
 _CODE_ENTITIES = (Entity.ITEMS, Entity.WAREHOUSES, Entity.PARTNERS)
 
 
-def lookup_codes(session: Session, connection_id: int, movements: Iterable[canonical.Movement]) -> (
-        dict[tuple[str, str], str | None]):
+def lookup_codes(session: Session, connection_id: int, movements: Iterable[canonical.Movement], *,
+                 cached: dict[tuple[str, str], str | None] | None = None) -> dict[tuple[str, str], str | None]:
     """The target's codes for every sku, warehouse and partner of ``movements``, keyed by
-    ``(entity, canonical code)``: one query per entity for the lot (not one per line and code)."""
+    ``(entity, canonical code)``: one query per entity for the lot (not one per line and code).
+    Codes ``cached`` maps to a code (not None) are taken from there, not looked up again."""
     wanted: dict[Entity, dict[str, None]] = {entity: {} for entity in _CODE_ENTITIES}
     for movement in movements:
         for line in movement.lines:
@@ -160,6 +164,10 @@ def lookup_codes(session: Session, connection_id: int, movements: Iterable[canon
             wanted[Entity.PARTNERS][movement.counterparty.code] = None
     known: dict[tuple[str, str], str | None] = {}
     for entity, codes in wanted.items():
+        if cached:
+            for code in [c for c in codes if cached.get((entity.value, c)) is not None]:
+                known[(entity.value, code)] = cached[(entity.value, code)]
+                del codes[code]
         if codes:
             for code, mapped in to_externals(session, connection_id, entity.value, codes).items():
                 known[(entity.value, code)] = mapped
@@ -238,6 +246,39 @@ def claim_one(session: Session, outbox_id: int, *, worker_id: str, lease_seconds
     ).one_or_none()
 
 
+def _jobs_by_id(session: Session, ids: Sequence[int], connections: Connections) -> list[_Job]:
+    """:func:`_jobs` for rows ``ids`` in one Core query (no ORM objects), ordered by id."""
+    if not ids:
+        return []
+    rows = session.connection().execute(_job_rows(), {"b_ids": list(ids)}).all()
+    return [
+        _Job(outbox_id=r.id, movement_id=r.movement_id, target_id=r.target_connection_id,
+             target=connections.name_of(r.target_connection_id), key=r.idempotency_key, ordering_key=r.ordering_key,
+             attempts=r.attempts, outcome_unknown=bool(r.outcome_unknown) or r.last_error_kind in AMBIGUOUS_KINDS,
+             had_errors=r.last_error_kind is not None, created_at=r.created_at, reference=r.reference,
+             payload=r.payload)
+        for r in rows
+    ]
+
+
+def _leased(jobs: list[_Job], leased_at: float, policy: RetryPolicy) -> list[_Job]:
+    """``jobs`` whose leases were taken at ``leased_at`` (``time.monotonic()`` before the claim)."""
+    for job in jobs:
+        job.lease_until = leased_at + policy.lease_seconds
+    return jobs
+
+
+@functools.cache
+def _job_rows() -> Any:
+    """What a job needs of outbox rows ``b_ids`` and their movements (built once, Core)."""
+    o, m = Outbox.__table__, Movement.__table__
+    return (select(o.c.id, o.c.movement_id, o.c.target_connection_id, o.c.idempotency_key, o.c.ordering_key,
+                   o.c.attempts, o.c.outcome_unknown, o.c.last_error_kind, o.c.created_at, m.c.reference,
+                   m.c.payload)
+            .join(m, m.c.id == o.c.movement_id).where(o.c.id.in_(bindparam("b_ids", expanding=True)))
+            .order_by(o.c.id))
+
+
 def _jobs(session: Session, rows: Sequence[Outbox], connections: Connections) -> list[_Job]:
     if not rows:
         return []
@@ -245,7 +286,8 @@ def _jobs(session: Session, rows: Sequence[Outbox], connections: Connections) ->
     names = {cid: connections.name_of(cid) for cid in {r.target_connection_id for r in rows}}
     return [
         _Job(outbox_id=r.id, movement_id=r.movement_id, target_id=r.target_connection_id,
-             target=names[r.target_connection_id], key=r.idempotency_key, attempts=r.attempts,
+             target=names[r.target_connection_id], key=r.idempotency_key, ordering_key=r.ordering_key,
+             attempts=r.attempts,
              outcome_unknown=bool(r.outcome_unknown) or r.last_error_kind in AMBIGUOUS_KINDS,
              had_errors=r.last_error_kind is not None, created_at=r.created_at,
              reference=movements[r.movement_id].reference, payload=movements[r.movement_id].payload)
@@ -267,19 +309,21 @@ def active_targets(session: Session, connections: Connections, targets: Iterable
 
 def deliver_due(store: Store, connections: Connections, *, worker_id: str, limit: int = 50, policy: RetryPolicy,
                 now: datetime | None = None, targets: Iterable[str] | None = None,
-                limiters: RateLimiters | None = None) -> list[DeliveryResult]:
+                limiters: RateLimiters | None = None, follow_seconds: float = 0.0) -> list[DeliveryResult]:
     """Claim up to ``limit`` due rows (of ``targets``, default every configured connection that is
-    not paused), commit the leases, and deliver them. One result per claimed row."""
+    not paused), commit the leases, and deliver them. One result per claimed row (followed rows
+    included, see :func:`deliver_one`)."""
     clock = _clock(now)
     with store.session() as session:
         active = active_targets(session, connections, targets)
     if not active:
         return []
+    leased_at = time.monotonic()
     with store.session(write=True) as session:
         rows = ob.claim(session, worker_id=worker_id, limit=limit, lease_seconds=policy.lease_seconds, now=clock(),
                         target_connection_ids=list(active))
-        jobs = _jobs(session, rows, connections)
-    return _Delivery(store, connections, worker_id, policy, clock, limiters).run(jobs)
+        jobs = _leased(_jobs(session, rows, connections), leased_at, policy)
+    return _Delivery(store, connections, worker_id, policy, clock, limiters, follow_seconds).run(jobs)
 
 
 def deliver_one(store: Store, connections: Connections, outbox_id: int, *, worker_id: str, policy: RetryPolicy,
@@ -287,15 +331,37 @@ def deliver_one(store: Store, connections: Connections, outbox_id: int, *, worke
     """Claim row ``outbox_id`` if it is due now (and its connection not paused) and deliver it;
     None when there was nothing to do (sent already, leased by another worker, not due yet,
     held back by an older row of its ordering key, connection paused)."""
+    results = deliver_from(store, connections, outbox_id, worker_id=worker_id, policy=policy, now=now,
+                           limiters=limiters)
+    return results[0] if results else None
+
+
+def deliver_from(store: Store, connections: Connections, outbox_id: int, *, worker_id: str, policy: RetryPolicy,
+                 now: datetime | None = None, limiters: RateLimiters | None = None, also: int = 0,
+                 follow_seconds: float = 0.0) -> list[DeliveryResult]:
+    """:func:`deliver_one`, going on from there: the results of every row delivered, row
+    ``outbox_id``'s first; empty when it was not claimable.
+
+    ``also``: in the claim's transaction, up to that many more due rows of the same target are
+    claimed and delivered too. ``follow_seconds``: for that long, each time receipts are
+    recorded, the next row of each ordering key just delivered is claimed in the same
+    transaction (:func:`sync.store.outbox.claim_heads`, an index seek per key) and delivered in
+    turn, so a key's rows go out one after another without a search through every due row
+    and without a second transaction per row."""
     clock = _clock(now)
+    leased_at = time.monotonic()
     with store.session(write=True) as session:  # one transaction: which targets are active, and the claim
         active = active_targets(session, connections)
         row = claim_one(session, outbox_id, worker_id=worker_id, lease_seconds=policy.lease_seconds, now=clock(),
                         target_connection_ids=list(active))
-        jobs = _jobs(session, [row] if row is not None else [], connections)
+        rows = [row] if row is not None else []
+        if row is not None and also > 0:
+            rows += ob.claim(session, worker_id=worker_id, limit=also, lease_seconds=policy.lease_seconds,
+                             now=clock(), target_connection_ids=[row.target_connection_id])
+        jobs = _leased(_jobs(session, rows, connections), leased_at, policy)
     if not jobs:
-        return None
-    return _Delivery(store, connections, worker_id, policy, clock, limiters).run(jobs)[0]
+        return []
+    return _Delivery(store, connections, worker_id, policy, clock, limiters, follow_seconds).run(jobs)
 
 
 def sweep(store: Store, now: datetime | None = None) -> int:
@@ -336,7 +402,8 @@ def _clock(now: datetime | None) -> Callable[[], datetime]:
 
 class _Delivery:
     def __init__(self, store: Store, connections: Connections, worker_id: str, policy: RetryPolicy,
-                 clock: Callable[[], datetime], limiters: RateLimiters | None = None) -> None:
+                 clock: Callable[[], datetime], limiters: RateLimiters | None = None,
+                 follow_seconds: float = 0.0) -> None:
         self.store = store
         self.connections = connections
         self.worker_id = worker_id
@@ -345,17 +412,28 @@ class _Delivery:
         self.limiters = limiters
         self._gate: _Gate | None = None
         self._pushed: set[int] = set()  # outbox ids push was called for in this run
+        # following: until when the next row of each delivered ordering key is claimed along
+        # with the receipts; the rows so claimed, delivered in the next round
+        self._follow_until = time.monotonic() + follow_seconds if follow_seconds > 0 else None
+        self._followed: list[_Job] = []
+        self._stopped: set[int] = set()  # targets paused or rate limited in this run: not followed
+        self._codes: dict[int, dict[tuple[str, str], str | None]] = {}  # target id -> codes found this run
+        self._lost: set[int] = set()  # outbox ids whose lease was lost before they were sent
 
     def run(self, jobs: list[_Job]) -> list[DeliveryResult]:
         results: dict[int, DeliveryResult] = {}
-        by_target: dict[int, list[_Job]] = {}
-        for job in jobs:
-            by_target.setdefault(job.target_id, []).append(job)
-        for target_jobs in by_target.values():
-            for result in self._deliver_target(target_jobs):
-                results[result.outbox_id] = result
+        order: list[int] = []
+        while jobs:
+            by_target: dict[int, list[_Job]] = {}
+            for job in jobs:
+                by_target.setdefault(job.target_id, []).append(job)
+            for target_jobs in by_target.values():
+                for result in self._deliver_target(target_jobs):
+                    results[result.outbox_id] = result
+            order.extend(job.outbox_id for job in jobs)
+            jobs, self._followed = self._followed, []
         metrics.deliveries(results.values())
-        return [results[job.outbox_id] for job in jobs]
+        return [results[outbox_id] for outbox_id in order]
 
     def _deliver_target(self, jobs: list[_Job]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
@@ -367,11 +445,17 @@ class _Delivery:
                     parsed.append((job, movement_of(job.payload)))
                 except Exception as exc:  # a payload that no longer validates
                     parsed.append((job, exc))
-            try:  # every code of the claimed rows in one query per entity
+            # every code of the claimed rows in one query per entity; codes found in an earlier
+            # round of this run are not looked up again (a run lasts seconds, like one big claim)
+            cached = self._codes.setdefault(jobs[0].target_id, {})
+            try:
                 known: dict[tuple[str, str], str | None] | None = lookup_codes(
-                    session, jobs[0].target_id, [m for _, m in parsed if isinstance(m, canonical.Movement)])
+                    session, jobs[0].target_id, [m for _, m in parsed if isinstance(m, canonical.Movement)],
+                    cached=cached)
             except Exception:  # looked up row by row below, so each row fails (or not) on its own
                 known = None
+            else:
+                cached.update(known)
             for job, movement in parsed:
                 try:
                     if not isinstance(movement, canonical.Movement):
@@ -404,6 +488,9 @@ class _Delivery:
         unsettled: list[tuple[_Job, Receipt, bool, bool]] = []
         since = 0.0
         for index, job in enumerate(single):
+            if self._lease_lost(job, single[index:] + batchable):
+                results.append(self._result(job, Outcome.LOST_LEASE))
+                continue
             outcome = self._push_single(connector, job)
             if not isinstance(outcome, BaseException):
                 if not unsettled:
@@ -418,15 +505,45 @@ class _Delivery:
             result = self._failed(job, outcome, pushed=job.outbox_id in self._pushed)
             results.append(result)
             if _stops_target(result):
-                return results + self._release_all(single[index + 1:] + batchable, until=_hold_until(result))
+                return results + self._stop(job.target_id, single[index + 1:] + batchable, result)
         results.extend(self._sent_many(unsettled))
         for start in range(0, len(batchable), max_batch):
-            chunk_results = self._deliver_batch(connector, batchable[start:start + max_batch])
+            chunk = [j for j in batchable[start:start + max_batch] if not self._lease_lost(j, batchable[start:])]
+            results.extend(self._result(j, Outcome.LOST_LEASE) for j in batchable[start:start + max_batch]
+                           if j.outbox_id in self._lost)
+            chunk_results = self._deliver_batch(connector, chunk) if chunk else []
             results.extend(chunk_results)
             stop = next((r for r in chunk_results if _stops_target(r)), None)
             if stop is not None:
-                return results + self._release_all(batchable[start + max_batch:], until=_hold_until(stop))
+                return results + self._stop(batchable[0].target_id, batchable[start + max_batch:], stop)
         return results
+
+    def _lease_lost(self, job: _Job, unsent: Sequence[_Job]) -> bool:
+        """Before ``job`` is sent: when less than half its lease is left, renew the leases of the
+        rows of this round not sent yet (``unsent``, one transaction), so none goes out after its
+        lease ran out; True if ``job``'s lease was lost (another worker took the row over)."""
+        if job.outbox_id not in self._lost and time.monotonic() > job.lease_until - self.policy.lease_seconds / 2:
+            mine = [j for j in unsent if j.outbox_id not in self._lost]
+            renewed_at = time.monotonic()
+            with self.store.session(write=True) as session:
+                held = ob.renew_leases(session, [j.outbox_id for j in mine], worker_id=self.worker_id,
+                                       now=self.clock(), lease_seconds=self.policy.lease_seconds)
+            for j in mine:
+                if j.outbox_id in held:
+                    j.lease_until = renewed_at + self.policy.lease_seconds
+                else:
+                    self._lost.add(j.outbox_id)
+                    log.warning("%s → %s: lease lost before sending; left to the worker that took it over",
+                                j.reference, j.target)
+        return job.outbox_id in self._lost
+
+    def _stop(self, target_id: int, untried: list[_Job], result: DeliveryResult) -> list[DeliveryResult]:
+        """Send nothing more to this target in this run: hand back the rows not tried yet,
+        those claimed by following included."""
+        self._stopped.add(target_id)
+        followed = [j for j in self._followed if j.target_id == target_id]
+        self._followed = [j for j in self._followed if j.target_id != target_id]
+        return self._release_all(untried + followed, until=_hold_until(result))
 
     # -- one row ------------------------------------------------------------------------------
 
@@ -502,6 +619,14 @@ class _Delivery:
                 if ok and job.had_errors:
                     errorqueue.resolve_delivered(session, job.outbox_id, now=now)
                 oks.append(ok)
+            if self._follow_until is not None and time.monotonic() < self._follow_until:
+                # the next row of each key just delivered, leased in this same transaction
+                keys = [(job.target_id, job.ordering_key) for ok, (job, _, _, _) in zip(oks, sent, strict=True)
+                        if ok and job.ordering_key is not None and job.target_id not in self._stopped]
+                leased_at = time.monotonic()
+                ids = ob.claim_heads(session, keys, worker_id=self.worker_id, lease_seconds=self.policy.lease_seconds,
+                                     now=now)
+                self._followed.extend(_leased(_jobs_by_id(session, ids, self.connections), leased_at, self.policy))
         results = []
         for ok, (job, receipt, settled_by_find, pushed) in zip(oks, sent, strict=True):
             if not ok:
@@ -675,6 +800,6 @@ def _hold_until(result: DeliveryResult) -> datetime | None:
     return result.next_attempt_at if result.outcome is not Outcome.PAUSED else None
 
 
-__all__ = ["DeliveryResult", "Outcome", "active_targets", "claim_one", "deliver_due", "deliver_one",
+__all__ = ["DeliveryResult", "Outcome", "active_targets", "claim_one", "deliver_due", "deliver_from", "deliver_one",
            "lookup_codes", "pause_connection", "resolve_codes", "resume_connection", "sweep", "to_external",
            "to_externals"]

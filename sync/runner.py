@@ -39,6 +39,10 @@ from sync.store import BalanceSnapshot, Movement, Outbox, OutboxStatus, RunStatu
 
 log = logging.getLogger("erphub.sync.runner")
 
+#: With worker threads in this process, the longest a drain waits between relay ticks when no
+#: delivery settles and no retry comes due (seconds): lost messages and expired leases.
+EMBEDDED_MAX_WAIT = 0.5
+
 
 __all__ = ["FlowSummary", "Hub", "serve_worker"]
 
@@ -149,6 +153,7 @@ class Hub:
             if time.monotonic() - last_sweep >= 1.0:  # a dead worker's leases come back
                 last_sweep = time.monotonic()
                 self.runtime.sweep()
+            seen = self.runtime.deliveries_ended
             relay = self.actors.relay_engine
             relay.tick(targets)
             for name in list(pending):
@@ -165,7 +170,7 @@ class Hub:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"deliveries still outstanding after {timeout:g}s for flows: {', '.join(sorted(pending))}")
-            time.sleep(poll)
+            self._wait(seen, poll)
         summaries = self.summaries(started, errors=errors)
         for summary in summaries:
             summary.duration = clock.get(summary.name, 0.0)
@@ -174,7 +179,8 @@ class Hub:
     def drain(self, targets: Iterable[str], *, timeout: float | None = 600.0, poll: float = 0.05,
               sweep_every: float = 1.0) -> None:
         """Relay and wait until no row of ``targets`` is claimable or being sent (drained, or only
-        future retries remain); ``TimeoutError`` after ``timeout`` seconds."""
+        future retries remain); ``TimeoutError`` after ``timeout`` seconds. Between relay ticks it
+        waits as :meth:`_wait` says."""
         self.start()
         names = sorted(set(targets))
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -183,6 +189,7 @@ class Hub:
             if time.monotonic() - last_sweep >= sweep_every:  # a dead worker's leases come back
                 last_sweep = time.monotonic()
                 self.runtime.sweep()
+            seen = self.runtime.deliveries_ended
             relay = self.actors.relay_engine
             relay.tick(names)
             # Due rows the relay just found are outstanding: no need to count them again.
@@ -190,7 +197,25 @@ class Hub:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"deliveries to {', '.join(names)} still outstanding after {timeout:g}s")
+            self._wait(seen, poll)
+
+    def _wait(self, seen: int, poll: float) -> None:
+        """Wait before the next relay tick. With worker threads in this process: until one of
+        their deliveries settles rows (``seen`` is :attr:`Runtime.deliveries_ended` before the
+        tick), a retry comes due, or :data:`EMBEDDED_MAX_WAIT` passes, so ticks (each a search
+        through every due row) follow the work instead of a clock. Otherwise ``poll`` seconds:
+        deliveries in other processes wake nothing here."""
+        if self.worker is None:
             time.sleep(poll)
+            return
+        wait = EMBEDDED_MAX_WAIT
+        now = utcnow()
+        with self.store.session() as session:
+            next_due = session.scalar(select(func.min(Outbox.next_attempt_at)).where(
+                Outbox.status.in_((OutboxStatus.PENDING, OutboxStatus.AMBIGUOUS)), Outbox.next_attempt_at > now))
+        if next_due is not None:
+            wait = min(wait, max(0.0, (next_due - now).total_seconds()))
+        self.runtime.wait_for_deliveries(seen, max(wait, 0.001))
 
     def outstanding(self, targets: Iterable[str], *, now: datetime | None = None) -> int:
         """Rows of ``targets`` that a claim could take now, plus rows being sent under a live lease."""

@@ -6,6 +6,7 @@ that the tests named in ``CAUGHT_BY`` fail.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,10 +20,19 @@ from tests.reference.target import REFERENCE, target
 
 
 class IgnoresKey(ReferenceConnector):
-    """push() never looks for the key: a repeated key creates a duplicate document."""
+    """push() neither sends the key as Idempotency-Key nor looks it up: a repeated key creates a
+    duplicate document."""
 
     def push(self, movement: Movement, key: str) -> Receipt:
         return self._create(movement, key)
+
+
+class MintsAKey(ReferenceConnector):
+    """push() sends a fresh Idempotency-Key each time instead of the movement's key, so the server
+    never sees a repeat: a repeated key creates a duplicate document."""
+
+    def push(self, movement: Movement, key: str) -> Receipt:
+        return self._create(movement, key, idempotency_key=uuid.uuid4().hex)
 
 
 class _Swallows503Client(ReferenceClient):
@@ -75,6 +85,7 @@ class ExclusiveWatermark(ReferenceConnector):
 
 
 IGNORES_KEY = target(IgnoresKey, "broken-ignores-key")
+MINTS_A_KEY = target(MintsAKey, "broken-mints-a-key")
 SWALLOWS_503 = target(Swallows503, "broken-swallows-503")
 SKIPS_A_RECORD = target(SkipsARecord, "broken-skips-a-record")
 EXCLUSIVE_WATERMARK = target(ExclusiveWatermark, "broken-exclusive-watermark")
@@ -89,9 +100,10 @@ DECLARED_SKIP = dataclasses.replace(REFERENCE, id="declared-skip",
 # target → the conformance tests that must fail for it
 CAUGHT_BY: dict[str, set[str]] = {
     IGNORES_KEY.name: {"test_repeated_key_creates_nothing_new", "test_lost_answer_after_commit_is_ambiguous_then_found"},
+    MINTS_A_KEY.name: {"test_repeated_key_creates_nothing_new", "test_lost_answer_after_commit_is_ambiguous_then_found"},
     SWALLOWS_503.name: {"test_503_is_transient"},
     SKIPS_A_RECORD.name: {"test_paging_and_resume", "test_balance_paging_and_resume"},
     EXCLUSIVE_WATERMARK.name: {"test_incremental_includes_the_record_at_the_watermark"},
     BLANK_SKIP.name: {"test_check_succeeds", "test_skips_name_real_tests_and_say_why"},
 }
-TARGETS = [IGNORES_KEY, SWALLOWS_503, SKIPS_A_RECORD, EXCLUSIVE_WATERMARK, BLANK_SKIP, DECLARED_SKIP]
+TARGETS = [IGNORES_KEY, MINTS_A_KEY, SWALLOWS_503, SKIPS_A_RECORD, EXCLUSIVE_WATERMARK, BLANK_SKIP, DECLARED_SKIP]

@@ -58,14 +58,19 @@ class ReferenceClient:
     # -- calls ---------------------------------------------------------------------------
 
     def call(self, method: str, path: str, *, idempotent: bool, params: Mapping[str, Any] | None = None,
-             json: Any = None) -> dict[str, Any]:
+             json: Any = None, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """One authenticated call. A refused session is renewed once; a 401 is refused before
         the server does anything, so sending the call again is safe even for a write."""
+        return self.exchange(method, path, idempotent=idempotent, params=params, json=json, headers=headers)[0]
+
+    def exchange(self, method: str, path: str, *, idempotent: bool, params: Mapping[str, Any] | None = None,
+                 json: Any = None, headers: Mapping[str, str] | None = None) -> tuple[dict[str, Any], HttpResponse]:
+        """:meth:`call`, with the response too (for its headers, e.g. ``Idempotent-Replayed``)."""
         for attempt in (1, 2):
             resp = self.send(method, path, idempotent=idempotent, params=params, json=json,
-                             headers={"X-Session": self._token()})
+                             headers={**(headers or {}), "X-Session": self._token()})
             try:
-                return self._body(resp)
+                return self._body(resp), resp
             except SessionExpired:
                 with self._lock:
                     self._session = None

@@ -32,6 +32,10 @@ class ReferenceSettings(ConnectionSettings):
     platform: str = "reference"
     user: str
     password: SecretStr
+    #: True: push sends the movement's key as ``Idempotency-Key`` and the server de-duplicates on
+    #: it (one POST per push). False: push looks the key up first (a GET, then the POST), as for
+    #: a vendor without a de-duplicating key (Kingdee, SAP B1).
+    idempotency_header: bool = True
 
 
 class ReferenceConnector(Connector):
@@ -47,9 +51,11 @@ class ReferenceConnector(Connector):
 
     @property
     def capabilities(self) -> Capabilities:
+        notes = ("push: one POST with Idempotency-Key (the server de-duplicates on the key)",) \
+            if self.settings.idempotency_header else ("push: a lookup by key, then the POST",)
         return Capabilities(entities=frozenset(PATHS), movement_kinds=frozenset(k.value for k in MovementKind),
                             incremental=frozenset(PATHS), max_page_size=MAX_PAGE, posting_calls=1,
-                            writable=frozenset(WRITERS))
+                            writable=frozenset(WRITERS), notes=notes)
 
     def check(self) -> CheckResult:
         self.client.login()
@@ -96,15 +102,23 @@ class ReferenceConnector(Connector):
                        status=doc.get("status"))
 
     def push(self, movement: Movement, key: str) -> Receipt:
+        if self.settings.idempotency_header:  # the server de-duplicates on the key: one request
+            return self._create(movement, key, idempotency_key=key)
         existing = self.find(key)
         if existing is not None:
             return existing
         return self._create(movement, key)
 
-    def _create(self, movement: Movement, key: str) -> Receipt:
-        body = self.client.call("POST", "/api/documents", idempotent=False,
-                                json=mapping.movement_to_document(movement, key))
-        return Receipt(key=key, document_id=str(body["id"]), document_number=body["number"], created=True,
+    def _create(self, movement: Movement, key: str, *, idempotency_key: str | None = None) -> Receipt:
+        """POST the document; with ``idempotency_key`` the server answers the document an earlier
+        request with that key created instead of creating another (``created=False``). Without it,
+        a raw create. The POST stays non-idempotent for the HTTP layer either way: a lost answer is
+        Ambiguous, and the engine looks the key up (``find``) before anything is sent again."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        body, resp = self.client.exchange("POST", "/api/documents", idempotent=False, headers=headers,
+                                          json=mapping.movement_to_document(movement, key))
+        replayed = resp.headers.get("Idempotent-Replayed", "").lower() == "true"
+        return Receipt(key=key, document_id=str(body["id"]), document_number=body["number"], created=not replayed,
                        status=body.get("status"))
 
     def upsert(self, entity: Entity, records: Sequence[Any]) -> list[Receipt | ConnectorError]:

@@ -11,8 +11,17 @@ Protocol
   ordered by code (documents by id); every row has ``modified`` (ISO 8601, +08:00).
   ``GET /api/stock`` (``limit``, ``offset``, ``warehouse``) → on-hand rows and ``as_of``.
   ``POST /api/documents`` ``{"type", "ext_key", "reference", "date", "partner", "lines": [...]}``
-  creates and posts a stock document in one call. It does not de-duplicate ``ext_key``: the
-  client must look before it sends (as with Kingdee and SAP B1).
+  creates and posts a stock document in one call. ``ext_key`` alone is not de-duplicated (a
+  client that sends no ``Idempotency-Key`` must look before it sends, as with Kingdee and SAP B1).
+  With an ``Idempotency-Key`` header (≤ 255 characters, as Stripe's): the first request that
+  *creates* a document under a key is remembered, and a later request with the same key and the
+  same body creates nothing and answers that same document again, with
+  ``Idempotent-Replayed: true``; the same key with a different body is refused (400
+  ``E_IDEMPOTENCY``). A request that was refused (negative stock, unknown item, ...) created
+  nothing and is not remembered, so it may be sent again once its cause is fixed (unlike Stripe,
+  which also replays stored errors; like U8's ``biz_id``: "will not create two resources"). The
+  key is checked and the document created under one lock, so concurrent requests with one key
+  create one document. A commit whose answer is lost (``drop_after_commit``) is remembered too.
   ``POST /api/{items,warehouses}`` ``{"rows": [...]}`` (≤ 100 rows) creates or updates master
   records by ``code``: ``{"ok": true, "results": [...]}``, one result per row, in order:
   ``{"ok": true, "code", "created": bool, "changed": bool}`` or ``{"ok": false, "code": "E_...",
@@ -87,6 +96,10 @@ class ReferenceErp(Simulator):
         self.warehouses: dict[str, dict[str, Any]] = {}
         self.partners: dict[str, dict[str, Any]] = {}
         self.documents: list[dict[str, Any]] = []
+        # the ERP's indexes: ext_key -> its documents (creation order); Idempotency-Key -> the
+        # body that created a document and that document
+        self._by_ext_key: dict[str, list[dict[str, Any]]] = {}
+        self._idempotent: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         super().__init__(**kwargs)
 
@@ -148,7 +161,12 @@ class ReferenceErp(Simulator):
 
     def documents_for(self, reference: str) -> list[str]:
         with self.lock:
-            return [d["number"] for d in self.documents if d["ext_key"] == reference]
+            return [d["number"] for d in self._with_ext_key(reference)]
+
+    def _with_ext_key(self, ext_key: str) -> list[dict[str, Any]]:
+        """Documents whose ext_key is ``ext_key``, through the index (call with the lock held; a
+        test that edits a document's ext_key in place is still answered right)."""
+        return [d for d in self._by_ext_key.get(ext_key, ()) if d["ext_key"] == ext_key]
 
     def reset(self) -> None:
         with self.lock:
@@ -156,6 +174,8 @@ class ReferenceErp(Simulator):
             self.warehouses.clear()
             self.partners.clear()
             self.documents.clear()
+            self._by_ext_key.clear()
+            self._idempotent.clear()
         super().reset()
 
     # --- endpoints --------------------------------------------------------------------------
@@ -207,7 +227,7 @@ class ReferenceErp(Simulator):
         self._session(request)
         ext_key = request.args.get("ext_key")
         with self.lock:
-            rows = [dict(d) for d in self.documents if ext_key is None or d["ext_key"] == ext_key]
+            rows = [dict(d) for d in (self.documents if ext_key is None else self._with_ext_key(ext_key))]
         for row in rows:
             partner = self.partners.get(row["partner"]) if row["partner"] else None
             row["partner"] = None if partner is None else {k: partner[k] for k in ("code", "name", "role")}
@@ -274,6 +294,14 @@ class ReferenceErp(Simulator):
         body = read_json(request)
         if not isinstance(body, dict):
             raise Refused("E_INVALID", "a document is a JSON object", status=400)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+            raise Refused("E_INVALID", "Idempotency-Key must be 1 to 255 characters", status=400)
+        if idempotency_key is not None:
+            with self.lock:
+                replay = self._replay(idempotency_key, body)
+            if replay is not None:
+                return replay
         doc_type = body.get("type")
         if doc_type not in DOC_TYPES:
             raise Refused("E_INVALID", f"unknown document type {doc_type!r}")
@@ -303,6 +331,10 @@ class ReferenceErp(Simulator):
                     raise Refused("E_WAREHOUSE", f"line {n}: unknown warehouse {line.get(field)!r}")
                 entries.append(Entry(item["code"], line[field], qty * sign))
         with self.lock:
+            if idempotency_key is not None:  # a request with this key may have committed meanwhile
+                replay = self._replay(idempotency_key, body)
+                if replay is not None:
+                    return replay
             doc_id = next(self._ids)
             number = f"{doc_type}-{doc_id:06d}"
             try:
@@ -311,10 +343,27 @@ class ReferenceErp(Simulator):
                 raise Refused("E_STOCK_NEGATIVE", f"库存不足: {exc}") from None
             except LedgerError as exc:
                 raise Refused("E_INVALID", str(exc)) from None
-            self.documents.append({
+            document = {
                 "id": doc_id, "number": number, "type": doc_type, "ext_key": body.get("ext_key"),
                 "reference": body.get("reference"), "date": body.get("date"), "partner": partner,
                 "memo": body.get("memo"), "lines": lines, "status": "posted", "modified": self.clock(),
-            })
+            }
+            self.documents.append(document)
+            self._by_ext_key.setdefault(document["ext_key"], []).append(document)
+            if idempotency_key is not None:
+                self._idempotent[idempotency_key] = (body, document)
         self.after_commit(request)
         return json_response({"ok": True, "id": doc_id, "number": number, "status": "posted"})
+
+    def _replay(self, key: str, body: Any) -> Response | None:
+        """The answer for a document already created under Idempotency-Key ``key``, or None (call
+        with the lock held)."""
+        seen = self._idempotent.get(key)
+        if seen is None:
+            return None
+        first_body, document = seen
+        if first_body != body:
+            raise Refused("E_IDEMPOTENCY", f"Idempotency-Key {key!r} was used with a different document",
+                          status=400)
+        return json_response({"ok": True, "id": document["id"], "number": document["number"],
+                              "status": document["status"]}, headers={"Idempotent-Replayed": "true"})

@@ -89,7 +89,7 @@ def test_f2_no_request_inside_a_retry_after_window(store, systems, monkeypatch) 
     history = History(store, running)
     history.enqueue(receipts(30), ["ref"])
     sim.faults.set({"seed": 3, "errors": [
-        {"path": "/api/documents", "method": "GET", "status": 429, "retry_after": 1,
+        {"path": "/api/documents", "method": "POST", "status": 429, "retry_after": 1,
          "retry_after_format": "http-date", "max_count": 1},
         {"path": "/api/documents", "status": 429, "retry_after": 1, "rate": 0.1},
     ]})
