@@ -69,6 +69,7 @@ from sync.store.types import json_dumps
 KEY_LENGTH = 11
 KEY_PREFIX = "H"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_KEY_SHIFTS = tuple(range(0, 5 * (KEY_LENGTH - len(KEY_PREFIX)), 5))  # lowest 5 bits first
 _MAX_ORDERING_KEY = 255
 _MAX_KEY_CANDIDATES = 20
 
@@ -91,11 +92,7 @@ def idempotency_key(reference: str, target: str, n: int = 1) -> str:
     """The ``n``-th candidate key for (``reference``, ``target``); see the module doc."""
     material = f"{reference}\x1f{target}" if n == 1 else f"{reference}\x1f{target}\x1f{n}"
     digest = int.from_bytes(hashlib.sha256(material.encode("utf-8")).digest()[:8], "big")
-    chars = []
-    for _ in range(KEY_LENGTH - len(KEY_PREFIX)):
-        chars.append(_CROCKFORD[digest & 31])
-        digest >>= 5
-    return KEY_PREFIX + "".join(chars)
+    return KEY_PREFIX + "".join([_CROCKFORD[(digest >> shift) & 31] for shift in _KEY_SHIFTS])
 
 
 def ordering_key(movement: canonical.Movement) -> str | None:
@@ -227,7 +224,7 @@ def _enqueue_in_session(session: Session, batch: _Batch, targets: Sequence[int |
     begin_write(session)
     resolved = _targets(session, targets, connections)
     source_id = _source_id(session, source_connection, connections)
-    return _write(_writer(session.connection(), session.begin_nested), batch, resolved, source_id, now or utcnow())
+    return _write(_writer(session), batch, resolved, source_id, now or utcnow())
 
 
 class EnqueueOptions(TypedDict, total=False):
@@ -246,21 +243,23 @@ def accept(store: Store, movements: Iterable[canonical.Movement], targets: Seque
     Once this returns the movements survive a power loss, so the caller may acknowledge them
     to their source (see "Durable intake" in the module doc). ``durable=False`` is only for
     input that can be read again from where it came from (and for the benchmark's orientation
-    figure). Targets and the source are resolved through ``connections`` (row ids it commits
-    and caches) and the rows are written on a Core connection, without an ORM session.
+    figure). On SQLite, targets and the source are resolved through ``connections`` (row ids
+    it commits and caches) and the rows are written in a driver transaction
+    (``Store.driver_transaction``), without an ORM session.
     """
     batch = _batch(movements, options.get("source_documents"))
     _check_targets(targets)
     source, now = options.get("source_connection"), options.get("now")
-    if connections.store is not store or not all(isinstance(target, str) for target in targets):
-        with store.session(write=True, durable=durable) as session:  # ids to check, or another store's cache
+    if store.dialect != "sqlite" or connections.store is not store or \
+            not all(isinstance(target, str) for target in targets):  # ids to check, or another store's cache
+        with store.session(write=True, durable=durable) as session:
             return _enqueue_in_session(session, batch, targets, connections, source, now)
     for name in targets:
         connections.platform(str(name))  # ConfigError naming the configured ones, before any row is made
     resolved = list({(t := connections.id(str(name))): _Target(t, str(name)) for name in targets}.values())
     source_id = connections.id(source) if source is not None else None
-    with store.transaction(write=True, durable=durable) as connection:
-        return _write(_writer(connection, connection.begin_nested), batch, resolved, source_id, now or utcnow())
+    with store.driver_transaction(durable=durable) as driver:
+        return _write(_SqliteWriter(driver, store.engine.dialect), batch, resolved, source_id, now or utcnow())
 
 
 @dataclass(frozen=True)
@@ -288,7 +287,7 @@ def _batch(movements: Iterable[canonical.Movement], source_documents: Sequence[s
                   [canonical.content_hash(m) for m in movements], [ordering_key(m) for m in movements])
 
 
-def _write(writer: _Writer, batch: _Batch, targets: list[_Target], source_id: int | None,
+def _write(writer: _Writer | _SqliteWriter, batch: _Batch, targets: list[_Target], source_id: int | None,
            now: datetime) -> list[int]:
     writer.stamp(now)
     ids: list[int] = []
@@ -309,17 +308,17 @@ def _write(writer: _Writer, batch: _Batch, targets: list[_Target], source_id: in
     return ids
 
 
-def _writer(connection: SAConnection, nested: Callable[[], AbstractContextManager[Any]]) -> _Writer:
+def _writer(session: Session) -> _Writer | _SqliteWriter:
+    connection = session.connection()
     if connection.dialect.name == "sqlite":
-        return _SqliteWriter(connection, nested)
-    return _Writer(connection, nested)
+        return _SqliteWriter(connection.connection.dbapi_connection, connection.dialect)
+    return _Writer(connection, session.begin_nested)
 
 
 class _Writer:
-    """The statements of one enqueue, as Core on the caller's connection (same transaction).
+    """The statements of one enqueue, as Core on the session's connection (same transaction).
 
-    ``nested`` opens a savepoint (the session's or the connection's), needed only on a dialect
-    without ``ON CONFLICT``."""
+    ``nested`` opens a savepoint, needed only on a dialect without ``ON CONFLICT``."""
 
     def __init__(self, connection: SAConnection, nested: Callable[[], AbstractContextManager[Any]]) -> None:
         self.connection = connection
@@ -367,34 +366,31 @@ class _Writer:
                                                                    "target_id": target_id}).first() is not None
 
 
-class _SqliteWriter(_Writer):
-    """The two inserts of the happy path straight on the SQLite driver connection.
+class _SqliteWriter:
+    """:class:`_Writer`'s statements straight on the SQLite driver connection, in the
+    transaction open on it (a session's, or ``Store.driver_transaction``'s).
 
-    Each is a Core ``INSERT … ON CONFLICT DO NOTHING`` compiled once per dialect
-    (:class:`_DriverInsert`), its values bound with SQLAlchemy's own bind processors for the
-    columns, so the stored values are exactly what the Core statement stores; the driver's
-    statement cache keeps it prepared. The payload is ``model_dump_json`` of the movement, the
-    same text as the engine's JSON serialiser gives for :func:`payload_of` (a test pins that)
-    without building the dict first; the batch's time is converted once. The rare paths (a
-    reference or key already taken) stay Core."""
+    Each is the Core statement compiled once per dialect (:class:`_DriverStatement`), its
+    values bound with SQLAlchemy's own bind processors for the columns, so the stored values
+    are exactly what the Core statements store (a test compares every column); the driver's
+    statement cache keeps them prepared. The payload is ``model_dump_json`` of the movement,
+    the same text as the store's JSON serialiser gives for :func:`payload_of` (a test pins
+    that) without building the dict first; the batch's time is converted once."""
 
-    def __init__(self, connection: SAConnection, nested: Callable[[], AbstractContextManager[Any]]) -> None:
-        super().__init__(connection, nested)
-        self.inserts = _driver_inserts(connection.dialect)
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None
+    def __init__(self, dbapi_connection: Any, dialect: Dialect) -> None:
+        self.statements = _driver_statements(dialect)
         self.cursor = dbapi_connection.cursor()
+        self.stamped: Any = None
 
     def stamp(self, now: datetime) -> None:
-        super().stamp(now)
-        self.stamped = self.inserts.movement.process("created_at", now)
+        self.stamped = self.statements.movement.process("created_at", now)
 
     def insert_movement(self, movement: canonical.Movement, digest: str, source_id: int | None,
                         document: str | None) -> int | None:
-        insert = self.inserts.movement
-        payload = movement.model_dump_json(exclude_none=True) if self.inserts.store_serialiser else \
+        insert = self.statements.movement
+        payload = movement.model_dump_json(exclude_none=True) if self.statements.store_serialiser else \
             insert.process("payload", payload_of(movement))
-        return insert.run(self.cursor, {
+        return insert.insert(self.cursor, {
             "reference": movement.reference, "kind": movement.kind.value,
             "document_date": insert.process("document_date", movement.document_date),
             "payload": payload, "content_hash": digest,
@@ -402,70 +398,92 @@ class _SqliteWriter(_Writer):
 
     def insert_outbox(self, movement_id: int, target_id: int, key: str, order: str | None) -> int | None:
         stamped = self.stamped
-        return self.inserts.outbox.run(self.cursor, {
+        return self.statements.outbox.insert(self.cursor, {
             "movement_id": movement_id, "target_connection_id": target_id, "idempotency_key": key,
             "ordering_key": order, "next_attempt_at": stamped, "created_at": stamped, "updated_at": stamped})
 
+    def stored_movement(self, reference: str) -> tuple[int, str] | None:
+        rows = self.statements.stored.rows(self.cursor, {"reference": reference})
+        return None if not rows else (int(rows[0][0]), str(rows[0][1]))
 
-class _DriverInsert:
-    """``INSERT INTO table … ON CONFLICT DO NOTHING`` compiled once for a SQLite dialect.
+    def targets_of(self, movement_id: int) -> set[int]:
+        return {row[0] for row in self.statements.targets.rows(self.cursor, {"movement_id": movement_id})}
 
-    :meth:`run` takes every column value already in driver form: the caller converts with
-    :meth:`process` (SQLAlchemy's bind processor of that column on this dialect) where a
-    column has one. Columns with a constant Python-side default (``status``, ``attempts``)
-    get it here, as Core would; a column with a computed default must be given."""
+    def has_row(self, movement_id: int, target_id: int) -> bool:
+        return bool(self.statements.exists.rows(self.cursor, {"movement_id": movement_id, "target_id": target_id}))
 
-    def __init__(self, table: Table, dialect: Dialect, keys: Sequence[str], conflict: Sequence[str] = ()) -> None:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+class _DriverStatement:
+    """A Core statement compiled once for a SQLite dialect, run on the driver cursor.
+
+    Values go in already in driver form: the caller converts with :meth:`process`
+    (SQLAlchemy's bind processor of that column on this dialect) where a column has one. An
+    insert gets the constant Python-side defaults of the columns it is not given (``status``,
+    ``attempts``), as Core would; a column with a computed default must be given."""
+
+    def __init__(self, stmt: Any, dialect: Dialect, table: Table, keys: Sequence[str] = ()) -> None:
         given = set(keys)
         self.defaults = {column.key: column.default.arg for column in table.columns  # type: ignore[union-attr]
-                         if column.key not in given and column.default is not None and column.default.is_scalar}
-        stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=[table.c[name] for name in conflict] or None)
-        compiled = stmt.compile(dialect=dialect, column_keys=[*keys, *self.defaults])
-        if compiled.insert_prefetch:
+                         if keys and column.key not in given and column.default is not None
+                         and column.default.is_scalar}
+        compiled = stmt.compile(dialect=dialect, column_keys=[*keys, *self.defaults] if keys else None)
+        if getattr(compiled, "insert_prefetch", None):
             raise RuntimeError(f"{table.name}: columns {[c.key for c in compiled.insert_prefetch]} need a value")
         self.sql = str(compiled)
         self.order = list(compiled.positiontup or ())
         self.processors = {name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                           for name in self.order}
+                           for name in self.order if name in table.c}
         self.defaults = {name: self.process(name, value) for name, value in self.defaults.items()}
 
     def process(self, name: str, value: Any) -> Any:
         processor = self.processors[name]
         return value if processor is None or value is None else processor(value)
 
-    def run(self, cursor: Any, values: dict[str, Any]) -> int | None:
+    def insert(self, cursor: Any, values: dict[str, Any]) -> int | None:
         """The new row's id, or None when a unique constraint already holds the row."""
         values.update(self.defaults)
         cursor.execute(self.sql, [values[name] for name in self.order])
         return cursor.lastrowid if cursor.rowcount == 1 else None
 
+    def rows(self, cursor: Any, values: dict[str, Any]) -> list[Any]:
+        return cursor.execute(self.sql, [values[name] for name in self.order]).fetchall()
+
 
 @dataclass(frozen=True)
-class _DriverInserts:
-    movement: _DriverInsert
-    outbox: _DriverInsert
+class _DriverStatements:
+    movement: _DriverStatement
+    outbox: _DriverStatement
+    stored: _DriverStatement
+    targets: _DriverStatement
+    exists: _DriverStatement
     #: the engine serialises JSON with the store's ``json_dumps`` (an engine made with another
     #: ``json_serializer`` gets its payloads through that serialiser instead)
     store_serialiser: bool
 
 
-_DRIVER_INSERTS: WeakKeyDictionary[Dialect, _DriverInserts] = WeakKeyDictionary()
+_DRIVER_STATEMENTS: WeakKeyDictionary[Dialect, _DriverStatements] = WeakKeyDictionary()
 
 
-def _driver_inserts(dialect: Dialect) -> _DriverInserts:
+def _driver_statements(dialect: Dialect) -> _DriverStatements:
     """Built once per dialect instance (its JSON serialiser and processors are the engine's)."""
-    found = _DRIVER_INSERTS.get(dialect)
-    if found is None:
-        movement, outbox = Movement.__table__, Outbox.__table__
-        found = _DRIVER_INSERTS[dialect] = _DriverInserts(
-            _DriverInsert(movement, dialect, ["reference", "kind", "document_date", "payload", "content_hash",  # type: ignore[arg-type]
-                                              "source_connection_id", "source_document", "created_at"],
-                          conflict=["reference"]),
-            _DriverInsert(outbox, dialect, ["movement_id", "target_connection_id", "idempotency_key",  # type: ignore[arg-type]
-                                            "ordering_key", "next_attempt_at", "created_at", "updated_at"]),
-            getattr(dialect, "_json_serializer", None) is json_dumps)
+    found = _DRIVER_STATEMENTS.get(dialect)
+    if found is not None:
+        return found
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    movement, outbox = Movement.__table__, Outbox.__table__
+    core = _statements("sqlite")
+    found = _DRIVER_STATEMENTS[dialect] = _DriverStatements(
+        _DriverStatement(sqlite_insert(movement).on_conflict_do_nothing(index_elements=[movement.c.reference]),
+                         dialect, movement, ["reference", "kind", "document_date", "payload",  # type: ignore[arg-type]
+                                             "content_hash", "source_connection_id", "source_document", "created_at"]),
+        _DriverStatement(sqlite_insert(outbox).on_conflict_do_nothing(),  # either unique constraint
+                         dialect, outbox, ["movement_id", "target_connection_id", "idempotency_key",  # type: ignore[arg-type]
+                                           "ordering_key", "next_attempt_at", "created_at", "updated_at"]),
+        _DriverStatement(core["stored"], dialect, movement),  # type: ignore[arg-type]
+        _DriverStatement(core["targets"], dialect, outbox),  # type: ignore[arg-type]
+        _DriverStatement(core["exists"], dialect, outbox),  # type: ignore[arg-type]
+        getattr(dialect, "_json_serializer", None) is json_dumps)
     return found
 
 
@@ -500,7 +518,7 @@ def _statements(dialect: str) -> dict[str, Any]:
     return built
 
 
-def _add_outbox_rows(writer: _Writer, movement_id: int, movement: canonical.Movement, targets: list[_Target],
+def _add_outbox_rows(writer: _Writer | _SqliteWriter, movement_id: int, movement: canonical.Movement, targets: list[_Target],
                      new: bool, order: str | None) -> None:
     existing = set() if new else writer.targets_of(movement_id)
     for target in targets:

@@ -17,8 +17,8 @@ Durability of a commit
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ DEFAULT_URL = "sqlite:///erphub.db"
 #: SQLite ``PRAGMA synchronous`` of every connection, and of a durable session's transaction.
 SQLITE_SYNCHRONOUS = "NORMAL"
 SQLITE_SYNCHRONOUS_DURABLE = "FULL"
+_PRAGMA_SYNCHRONOUS = f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}"
+_PRAGMA_SYNCHRONOUS_DURABLE = f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_DURABLE}"
 #: How long a SQLite connection waits for another writer before ``database is locked``.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -57,7 +59,7 @@ def _configure_sqlite(dbapi_connection: Any, _connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        cursor.execute(_PRAGMA_SYNCHRONOUS)
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
@@ -69,8 +71,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def begin_write(session: Session | Connection) -> None:
-    """Make the session's (or Core connection's) transaction a write transaction now.
+def begin_write(session: Session) -> None:
+    """Make the session's transaction a write transaction now.
 
     On SQLite this takes the database write lock up front (``BEGIN IMMEDIATE``, waiting up to
     the busy timeout), so a read-then-write unit of work such as claiming outbox rows sees the
@@ -80,15 +82,34 @@ def begin_write(session: Session | Connection) -> None:
     connection directly, inside the transaction SQLAlchemy has begun: it is on every write
     path, and the driver call costs a fraction of a Core execution.)
     """
-    connection = session.connection() if isinstance(session, Session) else session
+    connection = session.connection()
     if connection.dialect.name != "sqlite":
         return
-    if not connection.in_transaction():
-        connection.begin()
     dbapi_connection = connection.connection.dbapi_connection
     assert dbapi_connection is not None
     if not dbapi_connection.in_transaction:
         dbapi_connection.execute("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def _synchronous_full(dbapi_connection: Any, discard: Callable[[], None]) -> Iterator[None]:
+    """``synchronous=FULL`` on a SQLite driver connection for the block, ``NORMAL`` after it.
+
+    The PRAGMA is set while no transaction is open (SQLite refuses it inside one); the block
+    begins and ends its own. If setting it back fails, ``discard`` drops the connection rather
+    than let it return to the pool still at ``FULL``.
+    """
+    dbapi_connection.execute(_PRAGMA_SYNCHRONOUS_DURABLE)
+    try:
+        yield
+    finally:
+        try:
+            if dbapi_connection.in_transaction:  # never expected: the block has ended it
+                dbapi_connection.rollback()
+            dbapi_connection.execute(_PRAGMA_SYNCHRONOUS)
+        except BaseException:
+            discard()
+            raise
 
 
 class Store:
@@ -146,44 +167,39 @@ class Store:
             session.close()
 
     @contextmanager
-    def transaction(self, *, write: bool = False, durable: bool = False) -> Iterator[Connection]:
-        """A Core connection in a transaction that commits when the block ends and rolls back
-        if it raises: :meth:`session` without the ORM, for hot paths that only run statements
-        (``sync.push.accept``). ``write`` and ``durable`` mean what they mean there.
+    def driver_transaction(self, *, durable: bool = False) -> Iterator[Any]:
+        """SQLite only: a pooled driver (``sqlite3``) connection inside ``BEGIN IMMEDIATE`` for
+        the block, committed when it ends and rolled back if it raises; ``durable`` as in
+        :meth:`session`.
+
+        For hot paths that run statements prepared once straight on the driver
+        (``sync.push.accept``): no ORM session, no Core connection, so none of their per
+        transaction cost.
         """
-        connect = self._durable_connection if durable and self.engine.dialect.name == "sqlite" else self.engine.connect
-        with connect() as connection:
-            try:
-                if write:
-                    begin_write(connection)
-                yield connection
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
+        if self.engine.dialect.name != "sqlite":
+            raise ValueError(f"driver transactions are for SQLite, not {self.engine.dialect.name}")
+        pooled = self.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            with _synchronous_full(driver, pooled.invalidate) if durable else nullcontext():
+                driver.execute("BEGIN IMMEDIATE")
+                try:
+                    yield driver
+                    driver.commit()
+                except BaseException:
+                    driver.rollback()
+                    raise
+        finally:
+            pooled.close()
 
     @contextmanager
     def _durable_connection(self) -> Iterator[Connection]:
-        """A pooled SQLite connection at ``synchronous=FULL`` for the block, ``NORMAL`` after it.
-
-        The PRAGMA goes straight to the driver connection while no transaction is open (the
-        session begins its own afterwards). If setting it back fails, the connection is
-        discarded rather than returned to the pool still at ``FULL``.
-        """
+        """A pooled SQLite connection at ``synchronous=FULL`` for the block, ``NORMAL`` after it."""
         with self.engine.connect() as connection:
             dbapi_connection = connection.connection.dbapi_connection
             assert dbapi_connection is not None
-            dbapi_connection.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS_DURABLE}")
-            try:
+            with _synchronous_full(dbapi_connection, connection.invalidate):
                 yield connection
-            finally:
-                try:
-                    if dbapi_connection.in_transaction:  # never expected: the session has ended it
-                        dbapi_connection.rollback()
-                    dbapi_connection.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
-                except BaseException:
-                    connection.invalidate()
-                    raise
 
     def upgrade(self, revision: str = "head") -> None:
         """Migrate the schema up to ``revision`` (default: the newest)."""

@@ -127,17 +127,17 @@ def test_durable_session_is_an_ordinary_session_elsewhere(store: Store):
 
 
 @pytest.mark.parametrize("durable", [False, True])
-def test_transaction_commits_on_success_and_rolls_back_on_error(store: Store, durable: bool):
-    # Given a Core transaction that inserts a connection and one that fails after inserting another
-    table = Connection.__table__
-    with store.transaction(write=True, durable=durable) as connection:
-        connection.execute(table.insert(), {"name": "kept", "platform": "kingdee"})
-    with pytest.raises(RuntimeError), store.transaction(write=True, durable=durable) as connection:
-        connection.execute(table.insert(), {"name": "lost", "platform": "kingdee"})
+def test_driver_transaction_commits_on_success_and_rolls_back_on_error(sqlite_store: Store, durable: bool):
+    # Given a driver transaction that inserts a connection, and one that fails after inserting another
+    sql = "INSERT INTO connection (name, platform, status, created_at, updated_at) VALUES (?, 'kingdee', 'active', " \
+          "'2026-01-05 09:00:00.000000', '2026-01-05 09:00:00.000000')"
+    with sqlite_store.driver_transaction(durable=durable) as driver:
+        assert driver.in_transaction and _synchronous(driver) == (2 if durable else 1)
+        driver.execute(sql, ("kept",))
+    with pytest.raises(RuntimeError), sqlite_store.driver_transaction(durable=durable) as driver:
+        driver.execute(sql, ("lost",))
         raise RuntimeError("boom")
-    # Then only the first is stored, and a durable SQLite transaction ran at FULL
-    with store.session() as s:
+    # Then only the first is stored, and the connection is back at NORMAL with no transaction open
+    assert _synchronous(driver) == 1 and not driver.in_transaction
+    with sqlite_store.session() as s:
         assert s.scalars(select(Connection.name)).all() == ["kept"]
-    if store.dialect == "sqlite":
-        with store.transaction(durable=durable) as connection:
-            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == (2 if durable else 1)

@@ -160,7 +160,7 @@ def test_accept_enqueues_in_a_durable_transaction_of_its_own(store, connections,
     real = push._write
 
     def spy(writer, *args, **kwargs):
-        levels.append(writer.connection.exec_driver_sql("PRAGMA synchronous").scalar())
+        levels.append(writer.cursor.execute("PRAGMA synchronous").fetchone()[0])
         return real(writer, *args, **kwargs)
 
     monkeypatch.setattr(push, "_write", spy)
@@ -205,13 +205,17 @@ def test_the_sqlite_driver_path_stores_exactly_what_the_core_statements_store(tm
         with Store.open(f"sqlite:///{tmp_path / path}.db") as store:
             store.upgrade()
             connections = Connections(store, {"kd": ConnectionSettings(platform="kingdee", url="http://127.0.0.1:9")})
+            # When the same movements are enqueued (the driver side: in a session, and accepted) at the same time
             if path == "core":
-                monkeypatch.setattr(push, "_writer", push._Writer)
-            # When the same movements are enqueued (and accepted) at the same time
+                monkeypatch.setattr(push, "_writer", lambda s: push._Writer(s.connection(), s.begin_nested))
             with store.session() as s:
                 enqueue_many(s, batch[:3], ["kd"], connections=connections, source_connection="kd",
                              source_documents=["D1", None, "D3"], now=now)
-            push.accept(store, batch[3:], ["kd"], connections=connections, now=now)
+            if path == "core":
+                with store.session() as s:
+                    enqueue_many(s, batch[3:], ["kd"], connections=connections, now=now)
+            else:
+                push.accept(store, batch[3:], ["kd"], connections=connections, now=now)
             rows[path] = _raw_rows(store)
     # Then every column of every row is the same value of the same type
     assert rows["driver"] == rows["core"]
@@ -272,3 +276,33 @@ def test_an_engine_with_another_json_serialiser_stores_payloads_through_it(tmp_p
         with store.engine.connect() as connection:
             text = connection.exec_driver_sql("SELECT payload FROM movement WHERE id = ?", (movement_id,)).scalar()
         assert text == spaced(payload_of(mv))
+
+
+def test_the_core_writer_handles_taken_references_and_keys_too(store, connections, monkeypatch) -> None:
+    # Given the Core writer (PostgreSQL's) on this store, and a key scheme whose first candidates collide
+    from sync import push
+
+    monkeypatch.setattr(push, "_writer", lambda s: push._Writer(s.connection(), s.begin_nested))
+    real = push.idempotency_key
+    monkeypatch.setattr(push, "idempotency_key", lambda ref, target, n=1: "HCOLLIDE000" if n == 1 else real(ref, target, n))
+    first, second = movement("purchase_receipt"), movement("purchase_receipt")
+    # When two movements are enqueued, one again with a new target, and one with other content
+    with store.session() as s:
+        ids = enqueue_many(s, [first, second], ["kd"], connections=connections)
+    with store.session() as s:
+        assert enqueue(s, first, ["kd", "sap"], connections=connections) == ids[0]
+    changed = movement("purchase_receipt", reference=first.reference, lines=[("TS-001", "7")])
+    with pytest.raises(MovementConflict), store.session() as s:
+        enqueue(s, changed, ["kd"], connections=connections)
+    # Then the keys took the next candidates and each movement has one row per target
+    with store.session() as s:
+        keys = list(s.scalars(select(Outbox.idempotency_key).order_by(Outbox.id)))
+    assert keys == ["HCOLLIDE000", real(second.reference, "kd", 2), real(first.reference, "sap", 2)]
+    assert _counts(store) == (2, 3)
+
+
+def test_keys_stay_the_keys_already_stored() -> None:
+    # Keys are persisted and sent to ERPs: the derivation may be made faster, never different
+    assert idempotency_key("PO-2024-0001", "kd") == "HPBNAYMVXRN"
+    assert idempotency_key("PO-2024-0001", "kd", 2) == "HNX45AE8Q1G"
+    assert idempotency_key("入库-7", "sap_b1") == "H7HDN53E4YY"
