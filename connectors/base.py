@@ -249,8 +249,10 @@ class Connector(abc.ABC):
         """Verify and decode a webhook the vendor pushed (signature, timestamp freshness).
 
         Raises ``WebhookRefused`` when the request fails verification, ``ContractViolation``
-        when it verifies but cannot be understood. Pure with respect to the vendor: no call is
-        made here; the engine re-reads through ``read`` if it needs more.
+        when it verifies but cannot be understood. No write and no record read happens here (the
+        engine re-reads through ``read`` if it needs more); after verification a connector may read
+        and cache the form or schema definitions it needs to decode the payload, and a failure of
+        that read raises its own error, so the hub answers non-2xx and the vendor sends it again.
         """
         from connectors.errors import ConfigError
 

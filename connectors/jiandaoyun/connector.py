@@ -169,11 +169,6 @@ class JiandaoyunConnector(Connector):
             self._resolved[role] = resolved
         return resolved
 
-    def _known_form(self, role: str) -> Any:
-        """For webhooks (no vendor call): the resolution made earlier, else the references as given."""
-        with self._lock:
-            return self._resolved.get(role) or self._configured(role)
-
     # -- contract -----------------------------------------------------------------------------------
 
     @property
@@ -516,7 +511,11 @@ class JiandaoyunConnector(Connector):
             self._refresh(role, data["widgets"])
         if role is None or push.op not in RECORD_OPS | {"data_remove"}:
             return event
-        f = self._known_form(role)
+        # Pushed records are keyed by alias or widget ID, never by label: decoding needs the field
+        # names, read once per form through widget/list and cached (only after the signature and
+        # timestamp verified, so a forged request never causes a vendor call). A failed read
+        # raises its own error and the hub answers non-2xx, so Jiandaoyun sends the push again.
+        f = self.form(role)
         label = self._label(role, f, data)
         if push.op == "data_remove":
             # the natural key a read gives: a movement's reference (参考号, else 单号, else _id), a code

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from canonical import Item, MovementKind, Warehouse
 from connectors.base import Entity, Receipt, WebhookRequest
-from connectors.errors import ConfigError, Rejected
+from connectors.errors import ConfigError, Rejected, WebhookRefused
 from connectors.jiandaoyun import JiandaoyunConnector
 from sandbox.jiandaoyun import JiandaoyunSimulator
 from tests.conformance.kit import STANDARD_WORLD, drain, fresh_key, movement
@@ -175,3 +175,27 @@ def test_a_form_update_push_refreshes_the_field_names(sim, url, inbox) -> None:
     assert [e.operation for e in events] == ["form_update", "data_update"]
     assert events[1].records[0].sku == "TS-002" and events[1].errors == ()
     assert connector.form("items").sku == "sku_code"
+
+
+def test_a_fresh_connector_reads_the_field_names_once_to_decode_a_push(sim, url, inbox) -> None:
+    # Given pushes reaching a connector that has made no call yet (the hub's receiver builds one per
+    # thread), with fields named by label in the settings while pushes are keyed by alias
+    hook_url, received = inbox
+    sim.configure_webhook("items", url=hook_url, secret=HOOK_SECRET)
+    sim.touch("items", "TS-001")
+    sim.touch("items", "TS-002")
+    assert sim.webhooks.wait_idle(10)
+    forged = WebhookRequest(received[0].method, received[0].path, received[0].query,
+                            {**received[0].headers, "x-jdy-signature": "0" * 40}, received[0].body,
+                            received[0].received_at)
+    sim.calls.clear()
+    with connect(url, webhook_secret=SecretStr(HOOK_SECRET)) as connector:
+        # When a forged copy arrives first, then the two real pushes
+        with pytest.raises(WebhookRefused):
+            connector.receive_webhook(forged)
+        assert sim.calls.count(path="*widget/list") == 0  # a forged request costs no vendor call
+        events = [connector.receive_webhook(request) for request in received]
+    # Then both decode, after one widget/list read of the items form
+    assert [e.records[0].sku for e in events] == ["TS-001", "TS-002"]
+    assert all(e.errors == () for e in events)
+    assert sim.calls.count(path="*widget/list") == 1

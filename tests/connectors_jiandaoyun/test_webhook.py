@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import responses
 from pydantic import SecretStr
 
 from canonical import Item, Movement
@@ -18,9 +19,25 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 ITEMS, MOVEMENTS = "56fcab0f02c4675e3fe9694a", "56fcab0f02c4675e3fe9694c"
 
 
+LINE_FIELDS = ("line_sku", "line_qty", "line_unit", "line_cost", "line_lot", "line_from_bin", "line_to_bin")
+
+
+def _widgets(form) -> list[dict]:
+    """What widget/list answers for ``form`` when every field is named by its pushed key."""
+    names = {f: getattr(form, f) for f in type(form).model_fields if f not in ("entry_id", "kinds", "lines")}
+    top = [{"name": ref, "widgetName": ref, "label": ref} for f, ref in names.items()
+           if ref is not None and f not in LINE_FIELDS]
+    if getattr(form, "lines", None):
+        items = [{"name": names[f], "widgetName": names[f], "label": names[f]} for f in LINE_FIELDS if names.get(f)]
+        top.append({"name": form.lines, "widgetName": form.lines, "label": form.lines, "type": "subform",
+                    "items": items})
+    return top
+
+
 @pytest.fixture
 def connector():
-    # fields named by alias/widget ID, so decoding needs no widget/list call; the URL is never used
+    # fields named by alias/widget ID; the one widget/list read per form that decoding makes is
+    # answered by `responses` (no server behind the URL)
     settings = JiandaoyunSettings(
         url="http://127.0.0.1:9/api", api_key=SecretStr("k"), webhook_secret=SecretStr(SECRET),
         items={"sku": "item_code", "name": "item_name", "spec": "spec", "unit": "unit", "category": "category",
@@ -29,9 +46,17 @@ def connector():
                                                    "to_warehouse", "partner_code", "partner_name", "reference",
                                                    "key", "memo", "lines", "line_sku", "line_qty", "line_unit",
                                                    "line_cost", "line_lot", "line_from_bin", "line_to_bin")})
-    made = JiandaoyunConnector(settings)
-    yield made
-    made.close()
+    forms = {f.entry_id: f for f in (settings.items, settings.warehouses, settings.movements)}
+
+    def widget_list(request):
+        form = forms[json.loads(request.body)["entry_id"]]
+        return 200, {}, json.dumps({"widgets": _widgets(form), "sysWidgets": []})
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
+        mocked.add_callback(responses.POST, "http://127.0.0.1:9/api/v5/app/entry/widget/list", callback=widget_list)
+        made = JiandaoyunConnector(settings)
+        yield made
+        made.close()
 
 
 def sign(nonce: str, body: str, secret: str, timestamp: str) -> str:

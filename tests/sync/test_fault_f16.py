@@ -34,10 +34,8 @@ import requests
 from sqlalchemy import func, select
 
 from connectors.jiandaoyun import (
-    ItemForm,
     JiandaoyunConnector,
     JiandaoyunSettings,
-    MovementForm,
 )
 from sandbox.jiandaoyun import DEFAULT_API_KEY, JiandaoyunSimulator
 from sync import metrics
@@ -80,9 +78,8 @@ def f16(store: Store) -> Iterator[F16]:
         target.seed({"world": STANDARD_WORLD.to_dict()})
         target_url = stack.enter_context(target.serve()).url
         settings = {
-            "jdy": JiandaoyunSettings(url=f"{sim_url}/api", api_key=DEFAULT_API_KEY, webhook_secret=SECRET,
-                                      movements=_as_pushed(MovementForm(), sim.form("movements")),
-                                      items=_as_pushed(ItemForm(), sim.form("items"))),
+            # the default mapping names fields by label; decoding a push reads widget/list once per form
+            "jdy": JiandaoyunSettings(url=f"{sim_url}/api", api_key=DEFAULT_API_KEY, webhook_secret=SECRET),
             "ref": REFERENCE.settings(target_url, good_credentials=True, connect_timeout=2.0, read_timeout=5.0),
         }
         connections = Connections(store, settings, factory=lambda name, s: JiandaoyunConnector(s, name=name)
@@ -92,24 +89,6 @@ def f16(store: Store) -> Iterator[F16]:
         server = stack.enter_context(serve(store, connections, flows, threads=4))
         history = History(store, Systems(connections, {"ref": target}, Clock(), {"ref": REFERENCE}))
         yield F16(sim, sim_url, store, connections, history, server.url)
-
-
-def _as_pushed(configured: Any, form: Any) -> Any:
-    """The form settings with each field given by the key pushed records use (its alias, else its
-    widget ID), as a tenant's mapping file can: a push is keyed by those, never by label, and
-    ``receive_webhook`` makes no vendor call to resolve labels (see the note in the report)."""
-    lines = form.by_label(configured.lines) if hasattr(configured, "lines") else None
-    updates = {}
-    for name in type(configured).model_fields:
-        label = getattr(configured, name)
-        if name == "entry_id" or not isinstance(label, str):
-            continue
-        widget = form.by_label(label)
-        if name.startswith("line_") and lines is not None:
-            widget = next((w for w in lines.items if w.label == label), None)
-        if widget is not None:
-            updates[name] = widget.name
-    return configured.model_copy(update=updates)
 
 
 def _values(form: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,7 @@
 
 (F1, F2, F4, F5, F8, F9, F14, F15, F17, F18 are in ``test_faults.py``; F10/F11 in
 ``test_workers.py``; F12 (Redis and RabbitMQ) in ``test_fault_f12.py``; F19 in
-``test_stateful_delivery.py``. F16 belongs to the Jiandaoyun webhook
-intake, which does not exist yet.)
+``test_stateful_delivery.py``; F16 (Jiandaoyun webhooks) in ``test_fault_f16.py``.)
 
 Same pattern as ``test_faults.py``: enqueue, break something, deliver with the production policy
 scaled down, and end with the history checker (lost = 0, duplicated = 0 against the simulator's
