@@ -44,6 +44,13 @@ Re-enqueueing
     The same reference with the same content (``canonical.content_hash``, which ignores
     ``modified_at``) is a no-op that returns the stored id (targets it lacks are added); the same
     reference with different content raises :class:`MovementConflict`, naming the record.
+
+Echoes
+    A movement is never delivered back to the connection it came from. And a movement the hub
+    has delivered to a system comes back when that system is itself a source (its documents are
+    pulled, or it pushes webhooks): read from a connection that already has an outbox row for
+    it, it is recognised as our own write and ignored, whatever that system kept of its content.
+    So two systems can feed each other without posting a document twice.
 """
 from __future__ import annotations
 
@@ -299,11 +306,22 @@ def _write(writer: _Writer | _SqliteWriter, batch: _Batch, targets: list[_Target
             stored = writer.stored_movement(movement.reference)
             if stored is None:
                 raise RuntimeError(f"movement {movement.reference!r}: insert conflicted but no stored row found")
-            row_id, stored_hash = stored
+            row_id, stored_hash, origin = stored
+            existing = writer.targets_of(row_id)
+            if source_id is not None and source_id != origin and source_id in existing:
+                # Our own delivery read back from the system we posted it to (a pull of its
+                # documents, a webhook): not a new movement. Its content may differ where that
+                # system keeps less than we sent, so this is not a conflict either.
+                ids.append(row_id)
+                continue
             if stored_hash != digest:
                 raise MovementConflict(movement.reference, stored_hash=stored_hash, new_hash=digest,
                                        stored_id=row_id, source_document=document)
-        _add_outbox_rows(writer, row_id, movement, targets, new, order)
+            # never deliver a movement back to the system it came from
+            _add_outbox_rows(writer, row_id, movement, [t for t in targets if t.id != origin], order,
+                             existing)
+        else:
+            _add_outbox_rows(writer, row_id, movement, targets, order, set())
         ids.append(row_id)
     return ids
 
@@ -354,9 +372,10 @@ class _Writer:
             "movement_id": movement_id, "target_connection_id": target_id, "idempotency_key": key,
             "ordering_key": order, "next_attempt_at": self.now, "created_at": self.now, "updated_at": self.now})
 
-    def stored_movement(self, reference: str) -> tuple[int, str] | None:
+    def stored_movement(self, reference: str) -> tuple[int, str, int | None] | None:
+        """``(id, content hash, source connection id)`` of the stored movement, or None."""
         row = self.connection.execute(self.statements["stored"], {"reference": reference}).first()
-        return None if row is None else (int(row[0]), str(row[1]))
+        return None if row is None else (int(row[0]), str(row[1]), row[2])
 
     def targets_of(self, movement_id: int) -> set[int]:
         return set(self.connection.execute(self.statements["targets"], {"movement_id": movement_id}).scalars())
@@ -402,9 +421,9 @@ class _SqliteWriter:
             "movement_id": movement_id, "target_connection_id": target_id, "idempotency_key": key,
             "ordering_key": order, "next_attempt_at": stamped, "created_at": stamped, "updated_at": stamped})
 
-    def stored_movement(self, reference: str) -> tuple[int, str] | None:
+    def stored_movement(self, reference: str) -> tuple[int, str, int | None] | None:
         rows = self.statements.stored.rows(self.cursor, {"reference": reference})
-        return None if not rows else (int(rows[0][0]), str(rows[0][1]))
+        return None if not rows else (int(rows[0][0]), str(rows[0][1]), rows[0][2])
 
     def targets_of(self, movement_id: int) -> set[int]:
         return {row[0] for row in self.statements.targets.rows(self.cursor, {"movement_id": movement_id})}
@@ -509,7 +528,7 @@ def _statements(dialect: str) -> dict[str, Any]:
         "upsert": upsert,
         "movement": mov.returning(movement.c.id),
         "outbox": out.returning(outbox.c.id),
-        "stored": select(movement.c.id, movement.c.content_hash).where(movement.c.reference == bindparam("reference")),
+        "stored": select(movement.c.id, movement.c.content_hash, movement.c.source_connection_id).where(movement.c.reference == bindparam("reference")),
         "targets": select(outbox.c.target_connection_id).where(outbox.c.movement_id == bindparam("movement_id")),
         "exists": select(outbox.c.id).where(outbox.c.movement_id == bindparam("movement_id"),
                                             outbox.c.target_connection_id == bindparam("target_id")),
@@ -519,8 +538,8 @@ def _statements(dialect: str) -> dict[str, Any]:
 
 
 def _add_outbox_rows(writer: _Writer | _SqliteWriter, movement_id: int, movement: canonical.Movement, targets: list[_Target],
-                     new: bool, order: str | None) -> None:
-    existing = set() if new else writer.targets_of(movement_id)
+                     order: str | None, existing: set[int]) -> None:
+    """One outbox row per target the movement has no row for yet (``existing``: target ids)."""
     for target in targets:
         if target.id in existing:
             continue

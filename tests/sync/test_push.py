@@ -83,6 +83,34 @@ def test_same_reference_different_content_is_refused_naming_the_record(store, co
     assert _counts(store) == (1, 1)
 
 
+def test_our_own_delivery_read_back_from_its_target_is_not_a_new_movement(store, connections) -> None:
+    # Given a receipt pulled from Kingdee and queued for SAP B1
+    mv = movement("purchase_receipt", lines=[("TS-001", "2")])
+    with store.session() as s:
+        first = enqueue(s, mv, ["sap"], connections=connections, source_connection="kd", source_document="CGRK0001")
+    # When SAP B1's documents are pulled for a SAP B1 → Kingdee flow, and that document comes back
+    # with less than we sent (SAP kept no memo)
+    echoed = mv.model_copy(update={"memo": None}) if mv.memo else mv.model_copy(update={"memo": "changed in SAP"})
+    with store.session() as s:
+        again = enqueue(s, echoed, ["kd"], connections=connections, source_connection="sap", source_document="OIGN-7")
+    # Then it is recognised as our own write: no conflict, nothing queued back to Kingdee
+    assert again == first and _counts(store) == (1, 1)
+
+
+def test_a_movement_is_never_queued_back_to_the_system_it_came_from(store, connections) -> None:
+    # Given a movement that came from Kingdee, queued for SAP B1
+    mv = movement("sales_issue")
+    with store.session() as s:
+        first = enqueue(s, mv, ["sap"], connections=connections, source_connection="kd")
+    # When the same movement is enqueued again from elsewhere (a file) for both systems
+    with store.session() as s:
+        assert enqueue(s, mv, ["kd", "sap"], connections=connections) == first
+    # Then Kingdee, where it came from, gets no row
+    with store.session() as s:
+        targets = list(s.scalars(select(Outbox.target_connection_id)))
+    assert targets == [connections.id("sap")]
+
+
 def test_enqueue_many_is_all_or_nothing(store, connections) -> None:
     # Given a batch whose third movement conflicts with one already stored
     stored = movement("purchase_receipt")
@@ -242,7 +270,7 @@ def test_accept_keeps_enqueue_behaviour(store, connections) -> None:
 
     # Given a movement accepted once for one target
     mv = movement("purchase_receipt")
-    (first,) = accept(store, [mv], ["kd"], connections=connections, source_connection="sap", source_documents=["D1"])
+    (first,) = accept(store, [mv], ["kd"], connections=connections, source_documents=["D1"])
     # When it is accepted again with a second target, then with other content, then with an unknown target
     assert accept(store, [mv.model_copy()], ["kd", "sap"], connections=connections) == [first]
     changed = movement("purchase_receipt", reference=mv.reference, lines=[("TS-001", "9")])
@@ -256,7 +284,7 @@ def test_accept_keeps_enqueue_behaviour(store, connections) -> None:
     assert _counts(store) == (1, 2)
     with store.session() as s:
         stored = s.get(Movement, first)
-        assert stored.source_document == "D1" and stored.source_connection_id == connections.id("sap")
+        assert stored.source_document == "D1" and stored.source_connection_id is None
         assert sorted(s.scalars(select(Outbox.idempotency_key))) == sorted(
             [idempotency_key(mv.reference, "kd"), idempotency_key(mv.reference, "sap")])
 
