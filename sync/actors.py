@@ -8,8 +8,10 @@ actor (name)              queue                        does
 ========================  ===========================  ============================================
 ``deliver.<platform>``    ``<prefix>push.<platform>``  ``deliver(outbox_id)``: wait for the target
                                                        connection's rate limiter, then
-                                                       ``sync.delivery.deliver_one`` (claim, push,
-                                                       record; every retry decision is the engine's)
+                                                       ``sync.delivery.deliver_from`` (claim, push,
+                                                       record, and on an unlimited target more
+                                                       rows and their keys' next rows for a while;
+                                                       every retry decision is the engine's)
 ``pull.<platform>``       ``<prefix>pull.<platform>``  ``pull(connection, entity, mode, flow)``: one
                                                        flow step (:mod:`sync.flows`)
 ``relay``                 ``<prefix>hub``              ``relay(connection)``: send ``deliver`` for the

@@ -30,6 +30,14 @@ One delivery of one row::
   flight, adds stock where this one takes it (a transfer into the warehouse an issue takes
   from): then it is deferred until that one settles. This covers the positions the single
   ordering key of a row cannot (see :mod:`sync.push`); the attempt and age caps still apply.
+- Following (``follow_seconds`` of :func:`deliver_from` and :func:`deliver_due`): each time a
+  run records receipts, it leases the next row of each ordering key it just delivered in the
+  same transaction (:func:`sync.store.outbox.claim_heads`: an index seek per key, not a search
+  through every due row) and delivers those in a next round, until the time is up. Order per
+  key is kept (a key's next row is leased only once the previous one is sent), and so are
+  leases: before a row is sent with less than half its lease left, the leases of the rows of
+  that round not sent yet are renewed (compare-and-set), and a row whose lease was lost is left
+  to the worker that took it over (``lost_lease``, nothing sent).
 - Several due rows for a connector whose ``capabilities.max_batch > 1`` go through
   ``push_many`` in chunks: each result is settled on its own, so in a partial failure the rows
   that were created are marked sent with their receipts and never sent again.
