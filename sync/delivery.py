@@ -621,12 +621,11 @@ class _Delivery:
         oks = []
         with self.store.session(write=True) as session:
             for job, receipt, _, _ in sent:
-                ok = ob.mark_sent(session, job.outbox_id, worker_id=self.worker_id, now=now,
-                                  receipt_document_id=receipt.document_id,
-                                  receipt_document_number=receipt.document_number)
-                if ok and job.had_errors:
-                    errorqueue.resolve_delivered(session, job.outbox_id, now=now)
-                oks.append(ok)
+                oks.append(ob.mark_sent(session, job.outbox_id, worker_id=self.worker_id, now=now,
+                                        receipt_document_id=receipt.document_id,
+                                        receipt_document_number=receipt.document_number))
+            errorqueue.resolve_delivered_many(session, [job.outbox_id for ok, (job, _, _, _) in zip(oks, sent, strict=True)
+                                                        if ok and job.had_errors], now=now)
             if self._follow_until is not None and time.monotonic() < self._follow_until:
                 # the next row of each key just delivered, leased in this same transaction
                 keys = [(job.target_id, job.ordering_key) for ok, (job, _, _, _) in zip(oks, sent, strict=True)

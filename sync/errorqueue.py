@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import ConnectorError
 from connectors.redaction import redact_data, redact_text
 from sync.store import Connection, ErrorQueue, ErrorStatus, Outbox, OutboxStatus, begin_write, utcnow
-from sync.store.outbox import requeue
+from sync.store.outbox import requeue_many
 
 log = logging.getLogger("erphub.sync.errorqueue")
 
@@ -167,6 +167,12 @@ def resolve_delivered(session: Session, outbox_id: int, *, now: datetime | None 
                       by: str = "delivery") -> int:
     """Mark the entries of a row that has now been delivered ``resolved``; how many."""
     return _resolve(session, [ErrorQueue.outbox_id == outbox_id], now=now, by=by)
+
+
+def resolve_delivered_many(session: Session, outbox_ids: Sequence[int], *, now: datetime | None = None,
+                           by: str = "delivery") -> int:
+    """:func:`resolve_delivered` for several delivered rows in one statement; how many entries."""
+    return _resolve(session, [ErrorQueue.outbox_id.in_(builtins.list(outbox_ids))], now=now, by=by) if outbox_ids else 0
 
 
 def resolve_record(session: Session, *, connection_id: int, entity: str, record_key: str,
@@ -346,42 +352,68 @@ def retry(session: Session, ids: Iterable[int] | None = None, *, fingerprint: st
     requeue of its row (same idempotency key, fresh attempt budget), so a row is re-queued once
     however many operators retry it at the same moment; entries that are not ``open`` are
     skipped. Pull-side entries (no outbox row) become ``retrying`` until the next pull resolves
-    them. Commit the session to make it happen.
+    them. Commit the session to make it happen. Entries are taken :data:`RETRY_CHUNK` at a time,
+    a few statements per chunk (not per entry).
     """
     now = now or utcnow()
     begin_write(session)
     result = ActionResult()
-    for entry_id in _select_ids(session, ids, fingerprint):
-        claimed = session.execute(
-            update(ErrorQueue)
-            .where(ErrorQueue.id == entry_id, ErrorQueue.status == ErrorStatus.OPEN)
-            .values(status=ErrorStatus.RETRYING, resolved_by=by)
-            .returning(ErrorQueue.outbox_id)
-            .execution_options(synchronize_session=False)
-        ).first()
-        if claimed is None:
-            status = session.scalar(select(ErrorQueue.status).where(ErrorQueue.id == entry_id))
-            result.skipped.append((entry_id, f"is {status}, not open" if status else "no such entry"))
-            continue
-        outbox_id = claimed[0]
-        if outbox_id is not None:
-            if not requeue(session, outbox_id, now=now):
-                status = session.scalar(select(Outbox.status).where(Outbox.id == outbox_id))
-                # The row is not failed/dead (already pending or sent): nothing to send again.
-                session.execute(update(ErrorQueue).where(ErrorQueue.id == entry_id)
-                                .values(status=ErrorStatus.OPEN, resolved_by=None)
-                                .execution_options(synchronize_session=False))
-                result.skipped.append((entry_id, f"its outbox row is {status}, not failed"))
-                continue
-            # A fresh budget: the operator fixed the cause, so the row gets its full attempts again.
-            session.execute(update(Outbox).where(Outbox.id == outbox_id).values(attempts=0)
-                            .execution_options(synchronize_session=False))
-        result.changed.append(entry_id)
+    entry_ids = _select_ids(session, ids, fingerprint)
+    for start in range(0, len(entry_ids), RETRY_CHUNK):
+        _retry_chunk(session, entry_ids[start:start + RETRY_CHUNK], now=now, by=by, result=result)
     _expire(session)
     if result.changed:
         log.warning("error queue: %s re-queued %d entr%s: %s", by or "an operator", len(result.changed),
                     "y" if len(result.changed) == 1 else "ies", ", ".join(map(str, result.changed)))
     return result
+
+
+#: Entries :func:`retry` handles per statement.
+RETRY_CHUNK = 500
+
+
+def _retry_chunk(session: Session, chunk: builtins.list[int], *, now: datetime, by: str | None,
+                 result: ActionResult) -> None:
+    claimed = dict(session.execute(
+        update(ErrorQueue)
+        .where(ErrorQueue.id.in_(chunk), ErrorQueue.status == ErrorStatus.OPEN)
+        .values(status=ErrorStatus.RETRYING, resolved_by=by)
+        .returning(ErrorQueue.id, ErrorQueue.outbox_id)
+        .execution_options(synchronize_session=False)
+    ).all())
+    missed = [i for i in chunk if i not in claimed]
+    entry_status = dict(session.execute(select(ErrorQueue.id, ErrorQueue.status).where(ErrorQueue.id.in_(missed)))
+                        .all()) if missed else {}
+    # A fresh budget: the operator fixed the cause, so the row gets its full attempts again.
+    requeued = requeue_many(session, {o for o in claimed.values() if o is not None}, now=now, reset_attempts=True)
+    changed: dict[int, str | None] = {}  # entry id -> None (re-queued) or why it was put back to open
+    back: builtins.list[int] = []
+    for entry_id in chunk:
+        if entry_id not in claimed:
+            continue
+        outbox_id = claimed[entry_id]
+        if outbox_id is None or outbox_id in requeued:
+            requeued.discard(outbox_id)  # the row's first entry re-queued it; a second one finds it pending
+            changed[entry_id] = None
+        else:
+            back.append(entry_id)
+    if back:
+        # The row is not failed/dead (already pending or sent): nothing to send again.
+        session.execute(update(ErrorQueue).where(ErrorQueue.id.in_(back))
+                        .values(status=ErrorStatus.OPEN, resolved_by=None)
+                        .execution_options(synchronize_session=False))
+        row_status = dict(session.execute(select(Outbox.id, Outbox.status).where(
+            Outbox.id.in_({claimed[e] for e in back}))).all())
+        for entry_id in back:
+            changed[entry_id] = f"its outbox row is {row_status.get(claimed[entry_id])}, not failed"
+    for entry_id in chunk:
+        if entry_id not in claimed:
+            status = entry_status.get(entry_id)
+            result.skipped.append((entry_id, f"is {status}, not open" if status else "no such entry"))
+        elif changed[entry_id] is None:
+            result.changed.append(entry_id)
+        else:
+            result.skipped.append((entry_id, changed[entry_id]))
 
 
 def discard(session: Session, ids: Iterable[int] | None = None, *, note: str, fingerprint: str | None = None,
@@ -452,5 +484,6 @@ list = list_errors  # noqa: A001
 __all__: Sequence[str] = (
     "MAPPING", "ActionResult", "ErrorDetail", "ErrorGroup", "discard", "entries", "export", "fingerprint",
     "list", "list_errors", "normalise_message", "record_dead_letter", "record_record_error", "resolve_delivered",
+    "resolve_delivered_many",
     "resolve_record", "retry", "show",
 )

@@ -378,6 +378,27 @@ def requeue(session: Session, outbox_id: int, *, now: datetime, next_attempt_at:
     return _changed(session, outbox_id, result)
 
 
+def requeue_many(session: Session, outbox_ids: Collection[int], *, now: datetime, reset_attempts: bool = False) -> (
+        set[int]):
+    """:func:`requeue` for many rows in one statement (due ``now``; with ``reset_attempts`` a
+    fresh attempt budget); the ids that were failed or dead and are pending now."""
+    if not outbox_ids:
+        return set()
+    values: dict[str, Any] = {"status": OutboxStatus.PENDING, "next_attempt_at": now, "updated_at": now}
+    if reset_attempts:
+        values["attempts"] = 0
+    requeued = set(session.scalars(
+        update(Outbox)
+        .where(Outbox.id.in_(list(outbox_ids)), Outbox.status.in_((OutboxStatus.FAILED, OutboxStatus.DEAD)))
+        .values(**values)
+        .returning(Outbox.id)
+        .execution_options(synchronize_session=False)
+    ))
+    if requeued:
+        _expire_all_outbox(session)
+    return requeued
+
+
 def _settle(session: Session, outbox_id: int, worker_id: str, **values: Any) -> bool:
     """Compare-and-set: apply ``values`` and clear the lease only if ``worker_id`` holds it."""
     result = session.execute(
@@ -418,6 +439,7 @@ __all__: Sequence[str] = (
     "release",
     "renew_leases",
     "requeue",
+    "requeue_many",
     "reschedule",
     "sweep_expired_leases",
 )
