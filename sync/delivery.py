@@ -562,13 +562,15 @@ class _Delivery:
         assert job.movement is not None
         try:
             if job.outcome_unknown:
-                found = self.policy.call(self._gated(connector.find, 1), job.key, what=f"find {job.key}")
+                found = self.policy.call(self._gated(connector.find, 1), job.key, what=f"find {job.key}",
+                                         connection=job.target)
                 if found is not None and found.posted:
                     log.info("%s → %s: key %s found posted as %s; not sent again", job.reference, job.target, job.key,
                              found.document_number or found.document_id)
                     return found, True, False
             self._pushed.add(job.outbox_id)
-            receipt = self.policy.call(self._gated(connector.push), job.movement, job.key, what=f"push {job.key}")
+            receipt = self.policy.call(self._gated(connector.push), job.movement, job.key, what=f"push {job.key}",
+                                       connection=job.target)
         except Exception as exc:
             return exc
         return receipt, False, True
@@ -602,7 +604,7 @@ class _Delivery:
                     results.append(self._failed(job, outcome, pushed=True))
             if not again:
                 break
-            self.policy.sleep(self.policy.batch_wait(attempt, [e for _, e in again]))
+            self.policy.sleep(self.policy.batch_wait(attempt, [e for _, e in again], connection=pending[0].target))
             attempt += 1
             pending = [j for j, _ in again]
         return results
