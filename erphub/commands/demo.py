@@ -21,7 +21,7 @@ from erphub.cli import app, err, out
 #: simulators of the demo itself (Kingdee seeded with the company, SAP B1 migrated into) and one
 #: fresh simulator per trial candidate: (connection name, simulator, connector transport)
 TRIAL_CANDIDATES = (("kingdee", "kingdee", "webapi"), ("sap_b1", "sap_b1", "service_layer"),
-                    ("sap_b1_di", "sap_b1", "di_server"))
+                    ("sap_b1_di", "sap_b1", "di_server"), ("jiandaoyun", "jiandaoyun", "v5"))
 
 
 @app.command("demo")
@@ -49,17 +49,21 @@ def demo(
     names = ["kingdee", "sap_b1", *(simulator for _, simulator, _ in TRIAL_CANDIDATES)]
     served = simulators.serve_all(names)
     try:
-        # a fresh SAP B1 password per run: it reaches the hub only through an environment variable
+        # a fresh SAP B1 password and Jiandaoyun API key per run: they reach the hub only through
+        # environment variables
         password = secrets.token_urlsafe(12)
+        api_key = f"jdy-demo-{secrets.token_hex(12)}"
         for entry in served:
             if entry.name == "sap_b1":
                 entry.server.app.seed({"service_layer": {"users": {"manager": password}}})
+            elif entry.name == "jiandaoyun":
+                entry.server.app.seed({"api_keys": [api_key]})
         trial = {name: (platform, transport, entry.url)
                  for (name, platform, transport), entry in zip(TRIAL_CANDIDATES, served[2:])}
         sandbox = DemoSandbox(
             kingdee=served[0].url, sap_b1=served[1].url,
             kingdee_login=KingdeeLogin(DEFAULT_ACCT_ID, DEFAULT_USER, DEFAULT_APP_ID, DEFAULT_APP_SECRET),
-            sap_login=SapLogin("SBODEMOUS", "manager", password), trial=trial)
+            sap_login=SapLogin("SBODEMOUS", "manager", password), trial=trial, jiandaoyun_api_key=api_key)
         try:
             result = run_demo(sandbox, options, console=out)
         except DemoFailed as exc:

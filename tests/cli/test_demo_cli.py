@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from erphub.cli import app
 
 pytestmark = pytest.mark.timeout(90)
+CANDIDATES = ("kingdee", "sap_b1", "sap_b1_di", "jiandaoyun")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_the_headline_figures_agree_with_the_store(demo_run) -> None:
     assert figures["faults_injected"] >= 1 and figures["faults_absorbed"] == absorbed >= figures["faults_injected"]
     # zero variance, and every connector in the trial
     assert figures["match_rate"] == 1.0 and figures["variance_rows"] == 0 and figures["in_flight_rows"] == 0
-    assert {r["system"] for r in figures["trial_ranking"]} == {"kingdee", "sap_b1", "sap_b1_di"}
+    assert {r["system"] for r in figures["trial_ranking"]} == set(CANDIDATES)
 
 
 def test_the_reconcile_report_agrees_with_the_headline(demo_run) -> None:
@@ -93,7 +94,36 @@ def test_the_reconcile_report_agrees_with_the_headline(demo_run) -> None:
     assert report["match_rate"] == figures["match_rate"] == 1.0
     trial = json.loads((output / "trial" / "report.json").read_text(encoding="utf-8"))
     assert trial["run_id"] == figures["trial_run"]
-    assert set(trial["simulators"]) == {"kingdee", "sap_b1", "sap_b1_di"}
+    assert set(trial["simulators"]) == set(CANDIDATES)
+
+
+def test_jiandaoyun_runs_the_same_trial_with_a_score_and_no_rate_limit_refusal(demo_run) -> None:
+    output, _ = demo_run
+    figures = json.loads((output / "demo.json").read_text(encoding="utf-8"))["figures"]
+    trial = json.loads((output / "trial" / "report.json").read_text(encoding="utf-8"))
+    systems, card = trial["systems"], {s["system"]: s for s in trial["scorecard"]["ranking"]}
+    jdy = systems["jiandaoyun"]
+    # Then Jiandaoyun was sent the same documents as every other candidate and has a total score
+    assert jdy["platform"] == "jiandaoyun" and jdy["failure"] is None
+    assert {name: s["documents"]["sent"] for name, s in systems.items()} == dict.fromkeys(CANDIDATES,
+                                                                                        trial["plan"]["documents"])
+    assert card["jiandaoyun"]["total"] is not None
+    assert next(r for r in figures["trial_ranking"] if r["system"] == "jiandaoyun")["total"] == card["jiandaoyun"][
+        "total"]
+    # with the figures measured for the others
+    for measure in ("success_rate", "accuracy", "latency_p95_ms", "api_calls_per_document"):
+        assert jdy["measures"][measure] is not None, measure
+    assert jdy["measures"]["accuracy"] == 1.0 and jdy["documents"]["succeeded"] > 0
+    # and the demo's own concurrency drew no 8303 (nor failed a master-data write)
+    assert "rate_limited" not in jdy["error_kinds"]
+    assert all(e["failed"] == 0 for e in jdy["master_data"].values() if e["how"] == "upserted")
+    # and the report says how Jiandaoyun was throttled and why documents were refused
+    notes = trial["scorecard"]["notes"]
+    assert any(n.startswith("jiandaoyun:") and "8303" in n for n in notes)
+    refused = jdy["error_kinds"].get("rejected", 0)
+    assert refused == 0 or any(n.startswith("jiandaoyun:") and "several warehouses" in n for n in notes)
+    html = (output / "trial" / "report.html").read_text(encoding="utf-8")
+    assert 'id="notes-section"' in html and "jiandaoyun" in html
 
 
 def test_a_file_as_output_is_refused(tmp_path: Path) -> None:
