@@ -112,6 +112,8 @@ class RetryPolicy:
     reconcile_delay: float = 30.0     # seconds to wait before find() after an ambiguous answer; keep
                                       # it above the vendor's processing time (≥ 2× the read timeout)
     defer_initial: float = 60.0       # seconds; first backoff while a dependency is missing
+    # -- the relay (outbox → broker) --
+    relay_max_backoff: float = 30.0   # seconds; cap of the wait after failed relay ticks (broker or store down)
     # -- leases --
     lease_seconds: float = 300.0      # must outlast the longest delivery, in-process retries included
     # -- knobs for tests --
@@ -124,6 +126,16 @@ class RetryPolicy:
             raise ValueError("inline_attempts and max_attempts must be at least 1")
         if self.scale <= 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
+
+    # -- the relay -----------------------------------------------------------------------------
+
+    def relay_backoff(self, failures: int, tick: float) -> float:
+        """Seconds before the next relay tick after ``failures`` failed ones in a row: full
+        jitter over ``tick · 2^failures``, capped, and never shorter than one tick, so a broker
+        that is down is asked less and less often and the store is not searched for nothing.
+        Outbox rows wait meanwhile; nothing is lost (F12)."""
+        ceiling = min(self.relay_max_backoff * self.scale, tick * 2 ** min(failures, 30))
+        return max(tick, self.rng.uniform(0.0, ceiling))
 
     # -- in-process ----------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
+from connectors.redaction import redact_text
 from sync.actors import Actors, Runtime, declare_actors
 from sync.broker import BrokerConfig, EmbeddedWorker, build_broker
 from sync.connections import Connections
@@ -250,6 +251,7 @@ class Hub:
         errors: dict[str, list[str]] = {f.name: [] for f in self.flows}
         last_pull: dict[str, datetime] = {}
         targets = sorted({t for f in self.flows for t in self._targets(f)})
+        relay_failures, relay_at = 0, began
         while not stop.is_set():
             now = time.monotonic()
             if for_seconds is not None and now - began >= for_seconds:
@@ -264,11 +266,17 @@ class Hub:
                                      step.connection)
                             continue
                         self.actors.send_pull(step.connection, step.entity, step.mode, flow.name)
-            if targets:
+            if targets and now >= relay_at:
                 try:
                     self.actors.relay_engine.tick(targets)
-                except Exception:  # the store is briefly unreachable: the next tick tries again
-                    log.exception("relay tick failed")
+                    relay_failures = 0
+                except Exception as exc:  # the broker or the store is unreachable: back off, rows wait
+                    relay_failures += 1
+                    wait = self.runtime.policy.relay_backoff(relay_failures, tick)
+                    relay_at = now + wait
+                    log.warning("relay tick failed (%d in a row): %s; next try in %.1f s", relay_failures,
+                                redact_text(str(exc)) or type(exc).__name__, wait,
+                                exc_info=relay_failures == 1)
             if now - last_sweep >= sweep_every:
                 last_sweep = now
                 try:

@@ -160,3 +160,13 @@ def test_scale_shrinks_invented_waits_but_not_retry_after() -> None:
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         RetryPolicy().decide(Transient("x"), 1, NOW.replace(tzinfo=None), NOW)
+
+
+def test_relay_backoff_grows_with_failures_never_below_a_tick_and_capped() -> None:
+    policy = RetryPolicy(relay_max_backoff=30.0, rng=random.Random(7))
+    for failures in (1, 2, 3, 5, 8, 20):
+        waits = [policy.relay_backoff(failures, 0.5) for _ in range(200)]
+        assert min(waits) >= 0.5
+        assert max(waits) <= min(30.0, 0.5 * 2 ** failures)
+    # full jitter: long outages spread over the whole window, up to the cap
+    assert max(policy.relay_backoff(20, 0.5) for _ in range(200)) > 20.0

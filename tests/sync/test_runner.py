@@ -2,6 +2,8 @@
 reference simulators over loopback (``systems``)."""
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -136,3 +138,32 @@ def test_two_systems_feeding_each_other_post_every_document_once(store, systems)
         errors = s.scalars(select(ErrorQueue)).all()
     assert len(rows) == len(from_ref) + len(from_kd) and {r.status for r in rows} == {OutboxStatus.SENT}
     assert errors == []
+
+
+def test_run_backs_off_while_the_relay_fails_and_resumes_when_it_recovers(store, systems):
+    # Given a relay that cannot reach its broker for its first seven ticks, and a seeded policy
+    running = systems(kd=KINGDEE, ref=REFERENCE)
+    flows = [Flow("movements", "movements", "ref", ["kd"], ["movements"], every=timedelta(hours=1))]
+    seeded = dict(scale=0.001, relay_max_backoff=300.0)
+    twin = RetryPolicy(**seeded, rng=random.Random(5))  # draws the same waits as the hub's policy
+    expected = [twin.relay_backoff(n, 0.01) for n in range(1, 7)]
+    assert sum(expected) > 0.3  # much longer than ticking on (six 10 ms ticks)
+    with Hub(store, running.connections, flows, BrokerConfig("memory://"),
+             policy=RetryPolicy(**seeded, rng=random.Random(5)), threads=1) as hub:
+        calls: list[float] = []
+        real_tick = hub.actors.relay_engine.tick
+
+        def broken_then_fixed(targets, **kwargs):
+            calls.append(time.monotonic())
+            if len(calls) <= 7:
+                raise ConnectionError("broker unreachable")
+            return real_tick(targets, **kwargs)
+
+        hub.actors.relay_engine.tick = broken_then_fixed
+        # When the hub runs with a 10 ms tick
+        hub.run(for_seconds=3.0, tick=0.01)
+    # Then each failed tick waited out its backoff before the next try, and once the broker was
+    # back the relay ticked on (many more ticks after the seventh)
+    gaps = [b - a for a, b in zip(calls[:7], calls[1:7])]
+    assert all(gap >= wait - 0.005 for gap, wait in zip(gaps, expected)), (gaps, expected)
+    assert len(calls) > 12
