@@ -17,8 +17,10 @@ Durability of a commit
 """
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,18 @@ def _synchronous_full(dbapi_connection: Any, discard: Callable[[], None]) -> Ite
             raise
 
 
+@contextmanager
+def _immediate(driver: Any) -> Iterator[Any]:
+    """``BEGIN IMMEDIATE`` on a driver connection; commit when the block ends, roll back if it raises."""
+    driver.execute("BEGIN IMMEDIATE")
+    try:
+        yield driver
+        driver.commit()
+    except BaseException:
+        driver.rollback()
+        raise
+
+
 class Store:
     """The state store: an engine, its sessions, and its schema migrations.
 
@@ -124,6 +138,10 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
+        # driver_transaction(durable=True) on SQLite: one connection kept at synchronous=FULL,
+        # used by one transaction at a time (SQLite has one writer anyway)
+        self._durable_lock = threading.Lock()
+        self._durable_pooled: Any = None
 
     @classmethod
     def open(cls, url: str | URL = DEFAULT_URL, **engine_kwargs: Any) -> Store:
@@ -178,19 +196,33 @@ class Store:
         """
         if self.engine.dialect.name != "sqlite":
             raise ValueError(f"driver transactions are for SQLite, not {self.engine.dialect.name}")
+        if durable:
+            with self._durable_lock:
+                pooled = self._durable_driver()
+                try:
+                    with _immediate(pooled.driver_connection) as driver:
+                        yield driver
+                except sqlite3.DatabaseError:  # the connection may be unusable: open a new one next time
+                    self._durable_pooled = None
+                    pooled.invalidate()
+                    raise
+            return
         pooled = self.engine.raw_connection()
         try:
-            driver = pooled.driver_connection
-            with _synchronous_full(driver, pooled.invalidate) if durable else nullcontext():
-                driver.execute("BEGIN IMMEDIATE")
-                try:
-                    yield driver
-                    driver.commit()
-                except BaseException:
-                    driver.rollback()
-                    raise
+            with _immediate(pooled.driver_connection) as driver:
+                yield driver
         finally:
             pooled.close()
+
+    def _durable_driver(self) -> Any:
+        """The pooled connection kept out of the pool at ``synchronous=FULL`` for durable driver
+        transactions: setting the PRAGMA once instead of twice per transaction, and no pool
+        checkout, are a fifth of an accepted movement's cost besides its fsync (bench P3)."""
+        if self._durable_pooled is None:
+            pooled = self.engine.raw_connection()
+            pooled.driver_connection.execute(_PRAGMA_SYNCHRONOUS_DURABLE)
+            self._durable_pooled = pooled
+        return self._durable_pooled
 
     @contextmanager
     def _durable_connection(self) -> Iterator[Connection]:
@@ -221,6 +253,10 @@ class Store:
             return MigrationContext.configure(connection).get_current_revision()
 
     def close(self) -> None:
+        with self._durable_lock:
+            if self._durable_pooled is not None:
+                self._durable_pooled.invalidate()  # closes it; never back to the pool at FULL
+                self._durable_pooled = None
         self.engine.dispose()
 
     def __enter__(self) -> Store:

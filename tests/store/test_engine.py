@@ -137,7 +137,33 @@ def test_driver_transaction_commits_on_success_and_rolls_back_on_error(sqlite_st
     with pytest.raises(RuntimeError), sqlite_store.driver_transaction(durable=durable) as driver:
         driver.execute(sql, ("lost",))
         raise RuntimeError("boom")
-    # Then only the first is stored, and the connection is back at NORMAL with no transaction open
-    assert _synchronous(driver) == 1 and not driver.in_transaction
+    # Then only the first is stored and no transaction is left open; a durable one keeps its own
+    # connection at FULL out of the pool, so every pooled connection is at NORMAL
+    assert _synchronous(driver) == (2 if durable else 1) and not driver.in_transaction
+    pooled = sqlite_store.engine.raw_connection()
+    try:
+        assert pooled.driver_connection is not driver or not durable
+        assert _synchronous(pooled.driver_connection) == 1
+    finally:
+        pooled.close()
     with sqlite_store.session() as s:
         assert s.scalars(select(Connection.name)).all() == ["kept"]
+
+
+def test_durable_driver_transactions_share_one_connection_until_it_fails_or_the_store_closes(sqlite_url: str):
+    import sqlite3
+
+    with Store.open(sqlite_url) as store:
+        store.upgrade()
+        with store.driver_transaction(durable=True) as first:
+            pass
+        with store.driver_transaction(durable=True) as again:
+            assert again is first and _synchronous(again) == 2
+        # a database error may leave it unusable: the next durable transaction opens another
+        with pytest.raises(sqlite3.OperationalError), store.driver_transaction(durable=True) as broken:
+            broken.execute("SELECT * FROM no_such_table")
+        with store.driver_transaction(durable=True) as fresh:
+            assert fresh is not first and _synchronous(fresh) == 2
+    # closing the store closed it
+    with pytest.raises(sqlite3.ProgrammingError):
+        fresh.execute("SELECT 1")
