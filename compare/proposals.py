@@ -135,7 +135,8 @@ class ApplyResult:
 
 
 def apply(store: Any, connections: Any, movements: Sequence[Movement], target: str) -> ApplyResult:
-    """Enqueue ``movements`` for ``target`` through the outbox (one transaction)."""
+    """Enqueue ``movements`` for ``target`` through the outbox (one durable transaction: an
+    operator's accepted corrections exist nowhere else until they are delivered)."""
     from sqlalchemy import select
 
     from sync.store import Movement as MovementRow
@@ -143,7 +144,7 @@ def apply(store: Any, connections: Any, movements: Sequence[Movement], target: s
     if not movements:
         return ApplyResult(0, 0, target)
     references = [m.reference for m in movements]
-    with store.session(write=True) as session:
+    with store.session(write=True, durable=True) as session:
         known = set(session.scalars(select(MovementRow.reference).where(MovementRow.reference.in_(references))))
         enqueue_many(session, movements, [target], connections=connections)
     return ApplyResult(len(movements), len(set(references) - known), target)
