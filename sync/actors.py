@@ -238,7 +238,11 @@ class Runtime:
         fn = self.sweep_fn
         if fn is None:
             from sync.delivery import sweep as fn
-        return int(fn(self.store, now) or 0)
+        swept = int(fn(self.store, now) or 0)
+        from sync.webhooks import prune
+
+        prune(self.store, now)  # old webhook delivery ids, by an indexed range: cheap when there are none
+        return swept
 
     def _due_target(self, outbox_id: int) -> str | None:
         """The target connection name of ``outbox_id`` if the row is claimable now."""

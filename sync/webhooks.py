@@ -30,16 +30,21 @@ answers a :class:`WebhookOutcome` (HTTP status and a short body):
 
 The answer comes as soon as the transaction commits: delivery to the targets stays with the
 outbox, the relay and the ``deliver`` actors. :mod:`sync.webhook_server` serves this over HTTP.
+
+Delivery ids are kept for :data:`DELIVERY_RETENTION` (far beyond a vendor's retry window:
+Jiandaoyun's five attempts span minutes), then :func:`prune` (run by the lease sweeper) deletes
+them. A copy arriving later still cannot enqueue a movement twice: enqueue is idempotent on the
+movement's reference.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -212,3 +217,15 @@ def _undecodable(store: Store, connections: Connections, name: str, request: Web
         log.exception("[%s] could not record the undecodable webhook in the error queue", name)
         return WebhookOutcome(500, "error", ERROR)
     return WebhookOutcome(400, "not understood", INVALID)
+
+
+#: How long a delivery id is remembered (see the module doc).
+DELIVERY_RETENTION = timedelta(days=7)
+
+
+def prune(store: Store, now: datetime, *, keep: timedelta = DELIVERY_RETENTION) -> int:
+    """Forget delivery ids received before ``now - keep``; how many."""
+    with store.session(write=True) as session:
+        result = session.execute(delete(WebhookDelivery).where(WebhookDelivery.received_at < now - keep)
+                                 .execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 import canonical
 from connectors.base import Entity, RecordError, WebhookEvent, WebhookRequest
@@ -351,6 +351,28 @@ def test_a_duplicate_delivery_id_writes_nothing(intake: Intake) -> None:
         assert s.scalars(select(Item.payload)).one()["name"] == "once"
     assert counted.webhooks_received.labels("src")._value.get() == 2
     assert counted.webhooks_duplicate.labels("src")._value.get() == 1
+
+
+def test_the_sweeper_forgets_delivery_ids_past_their_retention_and_nothing_is_enqueued_twice(intake: Intake) -> None:
+    from sync.actors import Runtime
+    from sync.webhooks import DELIVERY_RETENTION
+
+    # Given two deliveries of movements, one taken in long ago
+    old, new = (movement("sales_issue", lines=[("TS-001", "1")], source="WH01") for _ in range(2))
+    assert intake.accept(signed(body_of("data_create", "movements", [old]), delivery="d-old")).outcome == "accepted"
+    assert intake.accept(signed(body_of("data_create", "movements", [new]), delivery="d-new")).outcome == "accepted"
+    with intake.store.session() as s:
+        s.execute(update(WebhookDelivery).where(WebhookDelivery.delivery_id == "d-old")
+                  .values(received_at=utcnow() - DELIVERY_RETENTION - timedelta(hours=1)))
+    # When the lease sweeper runs
+    Runtime(intake.store, intake.connections).sweep()
+    # Then only the recent delivery id is remembered; the old record pushed again later is
+    # accepted as a delivery but enqueues nothing new (enqueue is idempotent on the reference)
+    with intake.store.session() as s:
+        assert s.scalars(select(WebhookDelivery.delivery_id)).all() == ["d-new"]
+    before = outbox_by_target(intake.store)
+    assert intake.accept(signed(body_of("data_create", "movements", [old]), delivery="d-old")).outcome == "accepted"
+    assert outbox_by_target(intake.store) == before
 
 
 @pytest.mark.parametrize("spoil", ["signature", "secret", "stale", "future", "no_delivery_id", "no_timestamp"])
