@@ -201,6 +201,10 @@ class Scenario(BaseModel):
     concurrency: int = Field(4, ge=1, le=64, description="worker threads per candidate")
     duration_cap: float = Field(300.0, gt=0, description="seconds; documents not started by then are not sent")
     lines_per_document: tuple[int, int] = (1, 3)
+    # True: every line of a document takes stock from / puts it into the same warehouse (one per
+    # side), as most stock documents do and as forms with a header warehouse (a Jiandaoyun 出入库单)
+    # require; False: each line picks its own
+    one_warehouse_per_document: bool = False
     quantity: tuple[int, int] = (1, 10)
     document_date: date = date(2024, 3, 1)
     master_data: MasterData = Field(default_factory=lambda: MasterData(generate=Generate()))
@@ -263,12 +267,13 @@ def plan_movements(scenario: Scenario, master: MasterData, *, tag: str) -> list[
         n_lines = rng.randint(*scenario.lines_per_document)
         lines: list[MovementLine] = []
         used: set[str] = set()
+        sides = _document_warehouses(warehouses, rng) if scenario.one_warehouse_per_document else None
         for _ in range(n_lines):
             sku = rng.choice(skus)
             if sku in used:
                 continue
             qty = Decimal(rng.randint(*scenario.quantity))
-            line = _line(kind, sku, qty, units[sku], warehouses, guaranteed, rng, len(lines) + 1)
+            line = _line(kind, sku, qty, units[sku], warehouses, guaranteed, rng, len(lines) + 1, sides)
             if line is not None:
                 used.add(sku)
                 lines.append(line)
@@ -289,12 +294,24 @@ def plan_movements(scenario: Scenario, master: MasterData, *, tag: str) -> list[
     return plan
 
 
+def _document_warehouses(warehouses: list[str], rng: random.Random) -> tuple[str, str | None]:
+    """One document's (from, to) warehouses: ``from`` for issues and transfers, also the
+    receiving warehouse of receipts; ``to`` (another one, if there is one) for transfers."""
+    source = rng.choice(warehouses)
+    others = [w for w in warehouses if w != source]
+    return source, rng.choice(others) if others else None
+
+
 def _line(kind: MovementKind, sku: str, qty: Decimal, unit: str, warehouses: list[str],
-          guaranteed: dict[tuple[str, str], Decimal], rng: random.Random, line_no: int) -> MovementLine | None:
+          guaranteed: dict[tuple[str, str], Decimal], rng: random.Random, line_no: int,
+          sides: tuple[str, str | None] | None = None) -> MovementLine | None:
+    """One line, or None when no warehouse is sure to hold ``qty`` to take out. ``sides`` fixes the
+    document's warehouses (``one_warehouse_per_document``)."""
     direction = kind.direction
     if direction == "in":
-        return MovementLine(line_no=line_no, sku=sku, quantity=qty, unit=unit, to_warehouse=rng.choice(warehouses))
-    sources = [w for w in warehouses if guaranteed[(sku, w)] >= qty]
+        into = sides[0] if sides else rng.choice(warehouses)
+        return MovementLine(line_no=line_no, sku=sku, quantity=qty, unit=unit, to_warehouse=into)
+    sources = [w for w in ([sides[0]] if sides else warehouses) if guaranteed[(sku, w)] >= qty]
     if direction == "transfer":
         sources = [w for w in sources if len(warehouses) > 1]
     if not sources:
@@ -303,7 +320,7 @@ def _line(kind: MovementKind, sku: str, qty: Decimal, unit: str, warehouses: lis
     guaranteed[(sku, source)] -= qty
     if direction == "out":
         return MovementLine(line_no=line_no, sku=sku, quantity=qty, unit=unit, from_warehouse=source)
-    target = rng.choice([w for w in warehouses if w != source])
+    target = sides[1] if sides else rng.choice([w for w in warehouses if w != source])
     return MovementLine(line_no=line_no, sku=sku, quantity=qty, unit=unit, from_warehouse=source, to_warehouse=target)
 
 

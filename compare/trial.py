@@ -76,6 +76,7 @@ movements = 200            # documents per candidate
 concurrency = 4            # worker threads per candidate
 duration_cap = "5m"        # documents not started by then are not sent
 lines_per_document = [1, 3]
+one_warehouse_per_document = false   # true: a document's lines share its warehouse(s), as a header-warehouse form needs
 quantity = [1, 10]
 document_date = 2024-03-01
 

@@ -24,7 +24,9 @@ It never imports the sandbox. The phases, each timed:
 5. **reconciliation** of both systems' balances (:func:`compare.variance.reconcile_snapshots`).
 6. **trial**: the same small scenario through every connector that exists (Kingdee, SAP B1 over
    the Service Layer and over the DI Server, Jiandaoyun's v5 Open API), each on a fresh simulator
-   seeded with the trial's master data. Jiandaoyun's simulator enforces the vendor's rate limits
+   seeded with the trial's master data. Each document keeps each side in one warehouse
+   (``one_warehouse_per_document``), as a Jiandaoyun 出入库单 with its header warehouse requires, so
+   every candidate can post every document. Jiandaoyun's simulator enforces the vendor's rate limits
    (30 reads, 20 single writes, 10 batch writes a second per API key, 50 per company) and every
    Jiandaoyun connection throttles itself; the trial's workers each get their share of the
    connector's default budget (:func:`jiandaoyun_rate_limits`), so the demo's own concurrency
@@ -595,7 +597,7 @@ def _trial(sandbox: DemoSandbox, options: DemoOptions, out_dir: Path, console: C
         "trial": {"name": "erphub demo: the same scenario on every connector", "candidates": list(sandbox.trial),
                   "results_dir": str(directory / "runs")},
         "scenario": {"seed": options.seed, "movements": options.trial_documents,
-                     "concurrency": TRIAL_CONCURRENCY,
+                     "concurrency": TRIAL_CONCURRENCY, "one_warehouse_per_document": True,
                      "master_data": {"generate": {"items": 40, "warehouses": 2}}},
     })
     world = trial.scenario.master_data.resolved(trial.scenario.seed).to_world_dict()
@@ -744,7 +746,8 @@ def index_document(result: DemoResult) -> Any:
         "while the hub pulled them and delivered them to SAP B1; midway SAP B1 lost the answers of a few committed "
         "document POSTs; the balances of both systems were then reconciled, and a short trial drove the same "
         "scenario through every connector (Kingdee, SAP B1 over the Service Layer and the DI Server, Jiandaoyun), "
-        "each on its simulator seeded with the trial's master data. Jiandaoyun's simulator enforces the vendor's "
+        "each on its simulator seeded with the trial's master data, every document with one warehouse per side "
+        "(as Jiandaoyun's movement form holds them). Jiandaoyun's simulator enforces the vendor's "
         "rate limits, and its connections were throttled to stay below them (see the trial report's notes).")]))
     return doc
 

@@ -113,15 +113,17 @@ def test_jiandaoyun_runs_the_same_trial_with_a_score_and_no_rate_limit_refusal(d
     # with the figures measured for the others
     for measure in ("success_rate", "accuracy", "latency_p95_ms", "api_calls_per_document"):
         assert jdy["measures"][measure] is not None, measure
-    assert jdy["measures"]["accuracy"] == 1.0 and jdy["documents"]["succeeded"] > 0
+    assert jdy["measures"]["accuracy"] == 1.0
+    # every document keeps each side in one warehouse (a Jiandaoyun 出入库单 has a header warehouse),
+    # so every candidate could post every document
+    assert {name: s["documents"]["succeeded"] for name, s in systems.items()} == dict.fromkeys(
+        CANDIDATES, trial["plan"]["documents"])
     # and the demo's own concurrency drew no 8303 (nor failed a master-data write)
     assert "rate_limited" not in jdy["error_kinds"]
     assert all(e["failed"] == 0 for e in jdy["master_data"].values() if e["how"] == "upserted")
-    # and the report says how Jiandaoyun was throttled and why documents were refused
+    # and the report says how Jiandaoyun was throttled
     notes = trial["scorecard"]["notes"]
     assert any(n.startswith("jiandaoyun:") and "8303" in n for n in notes)
-    refused = jdy["error_kinds"].get("rejected", 0)
-    assert refused == 0 or any(n.startswith("jiandaoyun:") and "several warehouses" in n for n in notes)
     html = (output / "trial" / "report.html").read_text(encoding="utf-8")
     assert 'id="notes-section"' in html and "jiandaoyun" in html
 

@@ -180,6 +180,34 @@ def test_the_plan_is_reproducible_and_never_overdraws_the_declared_stock():
     assert all(q <= opening[k] for k, q in taken.items())
 
 
+def test_one_warehouse_per_document_keeps_each_side_of_a_document_in_one_warehouse():
+    base = {"seed": 9, "movements": 300, "lines_per_document": [2, 4],
+            "master_data": {"generate": {"items": 30, "warehouses": 3}}}
+    spread = Scenario.model_validate(base)
+    single = Scenario.model_validate({**base, "one_warehouse_per_document": True})
+    master = single.master_data.resolved(single.seed)
+
+    def sides(plan):
+        return [({ln.from_warehouse for ln in p.movement.lines} - {None},
+                 {ln.to_warehouse for ln in p.movement.lines} - {None}) for p in plan]
+
+    # Given the same seed, with and without the option
+    per_line, per_document = (plan_movements(s, master, tag="W") for s in (spread, single))
+    # Then without it some documents spread over several warehouses; with it none does, transfers
+    # still go between two different warehouses, and the declared stock is never overdrawn
+    assert any(len(a) > 1 or len(b) > 1 for a, b in sides(per_line))
+    assert all(len(a) <= 1 and len(b) <= 1 for a, b in sides(per_document))
+    assert all(a.isdisjoint(b) for (a, b), p in zip(sides(per_document), per_document)
+               if p.movement.kind.direction == "transfer")
+    assert any(len(p.movement.lines) > 1 for p in per_document)
+    taken: dict[tuple[str, str], Decimal] = {}
+    for p in per_document:
+        for d in p.movement.stock_deltas():
+            if d.quantity < 0:
+                taken[(d.sku, d.warehouse)] = taken.get((d.sku, d.warehouse), Decimal(0)) - d.quantity
+    assert all(q <= master.opening()[k] for k, q in taken.items())
+
+
 def test_a_candidate_that_is_down_fails_alone(tmp_path):
     # Given one candidate on a port nothing listens on
     trial = parse_trial({**TRIAL, "scenario": {**TRIAL["scenario"], "movements": 5}})
