@@ -42,11 +42,14 @@ def main(
     state.config_path = config
 
 
-def _load_settings():
+def _load_settings(ctx: typer.Context | None = None):
+    """The configuration, or exit 2 listing every problem. With ``ctx`` the file named by the root
+    ``--config`` option is read from the click context, which also works when the CLI runs as
+    ``python -m erphub.cli`` (a second copy of this module, with its own ``state``)."""
     from erphub.config import ConfigInvalid, load
 
     try:
-        return load(state.config_path)
+        return load(ctx.find_root().params.get("config") if ctx is not None else state.config_path)
     except ConfigInvalid as exc:
         err.print(f"[bold red]configuration is invalid[/] ({len(exc.problems)} problem(s)):", highlight=False)
         for path, message in exc.problems:

@@ -31,22 +31,10 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from erphub.cli import app, err, out
+from erphub.cli import _load_settings, app, err, out
 
 PHASE_TITLES = {"warehouses": "warehouses", "locations": "bin locations", "items": "items",
                 "balances": "opening balances", "deliver": "delivering documents"}
-
-
-def _settings(ctx: typer.Context) -> Any:
-    from erphub.config import ConfigInvalid, load
-
-    try:
-        return load(ctx.find_root().params.get("config"))
-    except ConfigInvalid as exc:
-        err.print(f"[bold red]configuration is invalid[/] ({len(exc.problems)} problem(s)):", highlight=False)
-        for path, message in exc.problems:
-            err.print(f"  {path}: {message}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
 
 
 class _Bars:
@@ -118,7 +106,7 @@ def migrate_command(
         raise typer.BadParameter("name both --from and --to (or --resume RUN)", param_hint="--from/--to")
     if resume is not None and dry_run:
         raise typer.BadParameter("a dry run starts afresh; it cannot resume", param_hint="--dry-run")
-    settings = _settings(ctx)
+    settings = _load_settings(ctx)
     for name, hint in ((source, "--from"), (target, "--to")):
         if name is not None and name not in settings.connections:
             listing = ", ".join(sorted(settings.connections)) or "none configured"

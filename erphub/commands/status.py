@@ -41,11 +41,12 @@ def status(
     """Show connections, the outbox, the error queue and the last runs, from the store."""
     if format_ not in FORMATS:
         raise typer.BadParameter(f"one of {', '.join(FORMATS)}", param_hint="--format")
+    from erphub.cli import _load_settings  # here, not at the top: erphub.cli imports this module
     from sync.metrics import scrape_counters
     from sync.metrics_store import read_snapshot
     from sync.store import Store
 
-    with Store.open(_settings(ctx).store.url) as store:
+    with Store.open(_load_settings(ctx).store.url) as store:
         store.upgrade()
         snapshot = read_snapshot(store, include_sent=True)
     counters = scrape_counters([_endpoint(m) for m in metrics]) if metrics else None
@@ -65,20 +66,6 @@ def _endpoint(value: str) -> str:
     """``host:port`` is short for ``http://host:port/``."""
     value = value.strip()
     return value if "://" in value else f"http://{value.rstrip('/')}/"
-
-
-def _settings(ctx: typer.Context) -> Any:
-    """The configuration named by the root ``--config`` option (from the click context, so this
-    also works under ``python -m erphub.cli``)."""
-    from erphub.config import ConfigInvalid, load
-
-    try:
-        return load(ctx.find_root().params.get("config"))
-    except ConfigInvalid as exc:
-        err.print(f"[bold red]configuration is invalid[/] ({len(exc.problems)} problem(s)):", highlight=False)
-        for path, message in exc.problems:
-            err.print(f"  {path}: {message}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _tables(s: Any) -> list[Table]:

@@ -51,20 +51,6 @@ MetricsPort = Annotated[Optional[int], typer.Option("--metrics-port", min=0, max
 MetricsHost = Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")]
 
 
-def _settings(ctx: typer.Context) -> Any:
-    """The configuration named by the root ``--config`` option (read from the click context, so it
-    also works when the CLI runs as ``python -m erphub.cli``)."""
-    from erphub.config import ConfigInvalid, load
-
-    try:
-        return load(ctx.find_root().params.get("config"))
-    except ConfigInvalid as exc:
-        err.print(f"[bold red]configuration is invalid[/] ({len(exc.problems)} problem(s)):", highlight=False)
-        for path, message in exc.problems:
-            err.print(f"  {path}: {message}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-
-
 @contextmanager
 def _hub(settings: Any, *, queue_prefix: str, namespace: str, lease_seconds: float | None, threads: int,
          embedded_worker: bool | None = None, rate_limit_url: str | None = None) -> Iterator[Any]:
@@ -144,8 +130,9 @@ def once(
 ) -> None:
     """Run every configured flow once to completion and print a summary."""
     from connectors.redaction import redact_text
+    from erphub.cli import _load_settings  # here, not at the top: erphub.cli imports this module
 
-    with _hub(_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
+    with _hub(_load_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
               threads=threads) as hub, _metrics(hub.store, metrics_port, metrics_host):
         if not hub.flows:
             out.print("no flows configured (see `erphub init`)")
@@ -175,9 +162,10 @@ def run(
     webhook_host: Annotated[str, typer.Option("--webhook-host", help="Address for --webhook-port.")] = "127.0.0.1",
 ) -> None:
     """Run the flows on their schedules until Ctrl-C or SIGTERM."""
+    from erphub.cli import _load_settings  # here, not at the top: erphub.cli imports this module
     from erphub.commands.webhook import receiver
 
-    with _hub(_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
+    with _hub(_load_settings(ctx), queue_prefix=queue_prefix, namespace=namespace, lease_seconds=lease_seconds,
               threads=threads) as hub, _stop_on_signals() as stop, \
             _metrics(hub.store, metrics_port, metrics_host), \
             receiver(hub.store, hub.connections, hub.flows, webhook_port, webhook_host):
@@ -230,7 +218,9 @@ def worker(
     from sync.broker import broker_kind, describe
     from sync.runner import serve_worker
 
-    settings = _settings(ctx)
+    from erphub.cli import _load_settings  # here, not at the top: erphub.cli imports this module
+
+    settings = _load_settings(ctx)
     if broker_kind(settings.broker.url) == "memory":
         err.print("broker.url is memory:// (in-process): a separate worker cannot share it; run `erphub sync run`, "
                   "or set broker.url to redis://… or amqp://…", markup=False)

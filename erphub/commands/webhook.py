@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from erphub.commands.sync import _settings, _stop_on_signals
+from erphub.commands.sync import _stop_on_signals
 
 app = typer.Typer(help="Receive webhooks that vendors push (Jiandaoyun data push).", no_args_is_help=True)
 
@@ -69,10 +69,11 @@ def serve_command(
     for_seconds: Annotated[float | None, typer.Option("--for", min=0, help="Stop after this many seconds.")] = None,
 ) -> None:
     """Receive webhooks on POST /webhooks/<connection> until Ctrl-C or SIGTERM."""
+    from erphub.cli import _load_settings  # here, not at the top: erphub.cli imports this module
     from sync.connections import Connections
     from sync.store import Store
 
-    settings = _settings(ctx)
+    settings = _load_settings(ctx)
     store = Store.open(settings.store.url)
     try:
         store.upgrade()
